@@ -1,0 +1,234 @@
+"""The ``nclab`` command line.
+
+Each subcommand's parser is declared here; its work is done by the library module named
+in its handler, imported lazily so that ``nclab --help`` stays instant. User errors
+(:class:`nclab.errors.NclabError`) print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from nclab.errors import NclabError
+
+SPLIT_CHOICES = ("train", "test", "val", "novel")
+
+
+def _add_source(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("source", help=f"a feature file F.npz, or a run directory (then --split picks the {what})")
+    p.add_argument("--split", choices=SPLIT_CHOICES, default=None,
+                   help="with a run directory: which split's features to use")
+
+
+# --- quickstart / train ----------------------------------------------------------------------
+
+def _parser_quickstart(sub) -> None:
+    p = sub.add_parser("quickstart", help="pre-train conv4 on the built-in glyphs (CPU, minutes) and summarise",
+                       description="Pre-train conv4 on the glyphs source classes, print a summary table, "
+                                   "leave a run directory (default runs/quickstart-<time>).")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=3")
+    p.add_argument("--out", default=None, help="run directory to create (default: runs/quickstart-<time>)")
+    p.set_defaults(handler=_cmd_quickstart)
+
+
+def _cmd_quickstart(args) -> int:
+    from nclab.experiments.quickstart import quickstart
+    quickstart(args.overrides, out=args.out)
+    return 0
+
+
+def _parser_train(sub) -> None:
+    p = sub.add_parser("train", help="pre-train a backbone on source classes",
+                       description="Train from a YAML config plus key=value overrides, e.g. "
+                                   "`nclab train configs/quickstart.yaml optim.lr=0.1 data.name=omniglot "
+                                   "data.root=DIR`. Writes config.yaml, metrics.jsonl, checkpoints.")
+    p.add_argument("config", nargs="?", default=None,
+                   help="YAML config file (optional with --resume; key=value items may follow)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.add_argument("--out", default=None, help="run directory to create (default: runs/<name>-<time>)")
+    p.add_argument("--resume", metavar="RUN_DIR", default=None,
+                   help="continue an interrupted run exactly from its last checkpoint")
+    p.set_defaults(handler=_cmd_train)
+
+
+def _cmd_train(args) -> int:
+    from nclab.train.run import resume_run, start_run
+    overrides = list(args.overrides)
+    config = args.config
+    if config is not None and "=" in config and not config.endswith((".yaml", ".yml")):
+        overrides.insert(0, config)       # `nclab train optim.lr=0.1` with no file: defaults + overrides
+        config = None
+    if args.resume:
+        if config or overrides:
+            raise NclabError("--resume continues a run with its own config.yaml; give no config or overrides")
+        resume_run(args.resume)
+    else:
+        start_run(config, overrides, out=args.out)
+    return 0
+
+
+# --- features ----------------------------------------------------------------------------------
+
+def _parser_features(sub) -> None:
+    p = sub.add_parser("features", help="write penultimate features of a run to F.npz",
+                       description="Embed a split of the run's dataset, or any image folder (class = leaf "
+                                   "directory), with exactly the run's preprocessing. F.npz holds features, "
+                                   "labels, class_names, and W, b when the classes are the classifier's own.")
+    p.add_argument("run_dir", help="a run directory written by `nclab train`")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--split", choices=SPLIT_CHOICES, help="a split of the run's dataset")
+    g.add_argument("--folder", help="an image folder; every leaf directory is a class")
+    p.add_argument("--ink", choices=("auto", "dark", "light"), default="auto",
+                   help="--folder images: dark = dark strokes on light paper (inverted to the run's "
+                        "ink = bright convention), light = already bright ink, auto = decide per image "
+                        "from its border (default)")
+    p.add_argument("--checkpoint", default="final", choices=("final", "last"),
+                   help="final weights (default) or the last checkpoint of an unfinished run")
+    p.add_argument("--out", required=True, help="output .npz")
+    p.set_defaults(handler=_cmd_features)
+
+
+def _cmd_features(args) -> int:
+    from nclab.extract import write_features
+    write_features(args.run_dir, args.out, split=args.split, folder=args.folder, ink=args.ink,
+                   checkpoint=args.checkpoint)
+    return 0
+
+
+# --- data --------------------------------------------------------------------------------------
+
+def _parser_data(sub) -> None:
+    p = sub.add_parser("data", help="inspect datasets (info, show)",
+                       description="Inspect a dataset: `nclab data info NAME [--json]`, "
+                                   "`nclab data show NAME --out grid.png`.")
+    dsub = p.add_subparsers(dest="data_command", metavar="{info,show}")
+    dsub.required = True
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("name", help="dataset name (glyphs, omniglot, ...)")
+    common.add_argument("--root", default=None, help="folder of a real dataset")
+    common.add_argument("options", nargs="*", metavar="key=value",
+                        help="data config fields, e.g. image_size=32 split=vinyals")
+    i = dsub.add_parser("info", parents=[common], help="classes and samples per split, image shape, fingerprint",
+                        description="Classes and samples per split, image shape and a fingerprint of the arrays.")
+    i.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    i.set_defaults(handler=_cmd_data_info)
+    s = dsub.add_parser("show", parents=[common], help="draw a grid of samples, one row per class",
+                        description="Draw a grid of samples (one row per class) to a PNG.")
+    s.add_argument("--out", required=True, help="output PNG")
+    s.add_argument("--split", choices=SPLIT_CHOICES, default="train")
+    s.add_argument("--classes", type=int, default=12, help="rows (classes) to draw")
+    s.add_argument("--samples", type=int, default=10, help="columns (samples per class)")
+    s.add_argument("--seed", type=int, default=0, help="which classes and samples to draw")
+    s.set_defaults(handler=_cmd_data_show)
+
+
+def _data_config(args):
+    from nclab.config import DataConfig, RunConfig, load_config
+    overrides = [f"data.name={args.name}"] + [f"data.{o}" for o in args.options]
+    cfg = load_config(None, overrides, base=RunConfig(data=DataConfig()))
+    if args.root is not None:
+        cfg.data.root = args.root
+    return cfg.data
+
+
+def _cmd_data_info(args) -> int:
+    from nclab.report.datainfo import data_info, format_data_info
+    import json
+    info = data_info(_data_config(args))
+    print(json.dumps(info, indent=2) if args.json else format_data_info(info))
+    return 0
+
+
+def _cmd_data_show(args) -> int:
+    from nclab.report.datainfo import data_show
+    data_show(_data_config(args), args.out, split=args.split, n_classes=args.classes,
+              n_samples=args.samples, seed=args.seed)
+    print(f"wrote {args.out}")
+    return 0
+
+
+# --- measure / fewshot / gc --------------------------------------------------------------------
+
+def _parser_measure(sub) -> None:
+    p = sub.add_parser("measure", help="neural-collapse statistics (CDNV, NC1-NC4, ETF geometry)",
+                       description="Measure CDNV, NC1 (pseudo-inverse and trace quotient), NC2 (equinorm, "
+                                   "equiangularity, max-angle, ETF error), NC3 and NC4 on a feature file or "
+                                   "a run's split. Prints a table; --json writes all values.")
+    _add_source(p, "split")
+    p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write the record as JSON")
+    p.set_defaults(handler=_cmd_measure)
+
+
+def _cmd_measure(args) -> int:
+    from nclab.metrics.command import measure_command
+    return measure_command(args)
+
+
+def _parser_fewshot(sub) -> None:
+    p = sub.add_parser("fewshot", help="k-way n-shot transfer accuracy with NCC / ridge / logistic heads",
+                       description="Sample seeded k-way n-shot episodes from a feature file or a run's split "
+                                   "(default novel) and report accuracy with 95%% intervals per head and shot.")
+    _add_source(p, "split (default novel)")
+    p.add_argument("--way", type=int, default=5)
+    p.add_argument("--shot", type=int, nargs="+", default=[1, 5])
+    p.add_argument("--query", type=int, default=15)
+    p.add_argument("--episodes", type=int, default=2000)
+    p.add_argument("--head", nargs="+", default=["ncc", "ridge", "logistic"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--episodes-file", default=None, help="load episodes from (or save them to) this file")
+    p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write the results as JSON")
+    p.set_defaults(handler=_cmd_fewshot)
+
+
+def _cmd_fewshot(args) -> int:
+    from nclab.fewshot.command import fewshot_command
+    return fewshot_command(args)
+
+
+def _parser_gc(sub) -> None:
+    p = sub.add_parser("gc", help="geometric complexity of a run's embedding",
+                       description="Geometric complexity GC = mean ||df(x)/dx||_F^2 of the embedding "
+                                   "(Munn et al. 2024), exact or estimated with random probes, and the "
+                                   "geometric-collapse ratio.")
+    p.add_argument("run_dir", help="a run directory written by `nclab train`")
+    p.add_argument("--split", choices=SPLIT_CHOICES, default="train")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--exact", action="store_true", help="all output directions (default)")
+    g.add_argument("--probes", type=int, default=None, help="random projections per sample")
+    p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write the record as JSON")
+    p.set_defaults(handler=_cmd_gc)
+
+
+def _cmd_gc(args) -> int:
+    from nclab.metrics.gc_command import gc_command
+    return gc_command(args)
+
+
+# --- entry point -------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    from nclab import __version__
+    parser = argparse.ArgumentParser(
+        prog="nclab", description="Neural collapse in transfer and few-shot learning: pre-train, measure "
+                                  "collapse (CDNV, NC1-NC4, GC), evaluate few-shot transfer.")
+    parser.add_argument("--version", action="version", version=f"nclab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for add in (_parser_quickstart, _parser_train, _parser_features, _parser_data, _parser_measure,
+                _parser_fewshot, _parser_gc):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except NclabError as e:
+        print(f"nclab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nclab: interrupted", file=sys.stderr)
+        return 130
