@@ -17,6 +17,19 @@ from typing import Any
 from nclab.errors import NclabError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def make_temp_dir(parent: Path, name: str) -> Path:
+    """A fresh hidden folder in ``parent`` (usual permissions) to be renamed into place."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
+
+
 def ensure_writable_dir(path: str | os.PathLike) -> Path:
     """Create ``path`` (and parents) if needed and check we can write there."""
     p = Path(path)
@@ -41,6 +54,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + suffix, dir=folder)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_umask())        # mkstemp makes 0600; give the usual permissions
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:

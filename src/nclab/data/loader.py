@@ -1,0 +1,106 @@
+"""Seeded, resumable training batches over an in-memory uint8 image store.
+
+A batch is fully determined by (seed, epoch, step): the epoch's permutation comes from
+(seed, epoch), the augmentation of each batch from (seed, epoch, step). So a run can stop at
+any step and resume bit-for-bit, worker processes or not, and a multi-process run gives each
+rank its slice of exactly the batch a single process would see (the augmentation is drawn for
+the whole global batch and then sliced).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from nclab.data.transforms import Preprocess, random_shift_flip
+
+
+def _seed_int(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """What a worker needs to build one batch: its seed, the global batch, and this rank's slice."""
+
+    seed: int
+    indices: np.ndarray
+    lo: int
+    hi: int
+
+
+class EpochBatchSampler(Sampler):
+    """Yields the :class:`BatchSpec` of steps ``start_step..`` of epoch ``epoch``."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, epoch: int, start_step: int = 0,
+                 drop_last: bool = True, rank: int = 0, world: int = 1):
+        self.n, self.batch_size, self.seed, self.epoch = n, batch_size, seed, epoch
+        self.start_step, self.drop_last, self.rank, self.world = start_step, drop_last, rank, world
+
+    def steps_per_epoch(self) -> int:
+        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+
+    def __len__(self) -> int:
+        return max(0, self.steps_per_epoch() - self.start_step)
+
+    def __iter__(self):
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(_seed_int(self.seed, self.epoch))).numpy()
+        for step in range(self.start_step, self.steps_per_epoch()):
+            idx = perm[step * self.batch_size:(step + 1) * self.batch_size]
+            per = -(-len(idx) // self.world)
+            lo, hi = min(len(idx), self.rank * per), min(len(idx), (self.rank + 1) * per)
+            yield BatchSpec(_seed_int(self.seed, self.epoch, step, 1), idx, lo, hi)
+
+
+class AugmentedImages(torch.utils.data.Dataset):
+    """Batches of normalised, augmented float images built from a :class:`BatchSpec`."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, preprocess: Preprocess,
+                 augment: bool, shift: int, flip: bool):
+        self.images, self.labels = images, labels          # uint8 (N,C,H,W), int64 (N,)
+        self.preprocess, self.augment, self.shift, self.flip = preprocess, augment, shift, flip
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitems__(self, spec: BatchSpec):
+        idx = torch.from_numpy(spec.indices)
+        x = self.images[idx].float().div_(255.0)
+        if self.augment:
+            x = random_shift_flip(x, self.shift, self.flip, torch.Generator().manual_seed(spec.seed))
+        sl = slice(spec.lo, spec.hi)
+        return self.preprocess.normalize(x[sl]), self.labels[idx][sl]
+
+
+def _identity(batch):
+    return batch
+
+
+def _seed_worker(worker_id: int) -> None:
+    # Batches are seeded per step; this only fixes any other library randomness in a worker.
+    s = torch.initial_seed() % 2**32
+    np.random.seed(s)
+    random.seed(s)
+
+
+def train_loader(dataset: AugmentedImages, batch_size: int, seed: int, epoch: int, start_step: int = 0,
+                 drop_last: bool = True, rank: int = 0, world: int = 1, num_workers: int = 0) -> DataLoader:
+    """The DataLoader of one epoch (from ``start_step``); workers are seeded from ``seed``."""
+    sampler = EpochBatchSampler(len(dataset), batch_size, seed, epoch, start_step, drop_last, rank, world)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=_identity, num_workers=num_workers,
+                      worker_init_fn=_seed_worker if num_workers else None,
+                      generator=torch.Generator().manual_seed(_seed_int(seed, epoch, 2)),
+                      persistent_workers=False)
+
+
+def eval_batches(images: np.ndarray | torch.Tensor, preprocess: Preprocess, batch_size: int,
+                 lo: int = 0, hi: int | None = None):
+    """Normalised float batches of ``images[lo:hi]`` in order, no augmentation."""
+    hi = len(images) if hi is None else hi
+    chw = preprocess.to_chw(images)
+    for i in range(lo, hi, batch_size):
+        yield preprocess.normalize(chw[i:min(i + batch_size, hi)].float().div_(255.0))

@@ -1,0 +1,150 @@
+"""Features out of a trained run: load its network and embed a split or any image folder with
+exactly the run's preprocessing (size, channels, normalisation, ink convention)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nclab.config import RunConfig
+from nclab.data.base import SPLITS, ImageSet
+from nclab.data.loader import eval_batches
+from nclab.data.prepare import prepare_data
+from nclab.data.transforms import Preprocess
+from nclab.errors import NclabError
+from nclab.featurefile import FeatureSet, load_features, save_features
+from nclab.models import Classifier
+from nclab.train.checkpoint import latest_checkpoint, load_weights
+from nclab.train.rundir import RunDir
+
+
+@dataclass
+class LoadedRun:
+    run: RunDir
+    config: RunConfig
+    preprocess: Preprocess
+    model: Classifier              # eval mode
+    source_classes: list[str]      # the classifier's own classes (train / test splits)
+
+
+def load_run(run_dir: str | os.PathLike, checkpoint: str = "final", device: str | torch.device = "cpu") -> LoadedRun:
+    """The run's network with its final weights (``checkpoint="last"``: latest checkpoint)."""
+    from nclab.train.loop import build_model
+    run = RunDir.open(run_dir)
+    cfg, pre = run.config(), run.preprocess()
+    source = run.data_info()["splits"]["train"]["class_names"]
+    model = build_model(cfg, pre, len(source))
+    if checkpoint == "final":
+        if not run.weights_path.exists():
+            raise NclabError(f"{run.weights_path}: no final weights (the run has not finished; "
+                             f"use --checkpoint last or `nclab train --resume {run.path}`)")
+        load_weights(run.weights_path, model)
+    else:
+        ck = latest_checkpoint(run.path)
+        if ck is None:
+            raise NclabError(f"{run.path / 'checkpoints'}: the run has no checkpoint yet")
+        load_weights(ck[0], model)
+    return LoadedRun(run, cfg, pre, model.to(device).eval(), source)
+
+
+def split_images(loaded: LoadedRun, split: str) -> ImageSet:
+    """The run's own split ``split`` (train | test | val | novel) as stored uint8 images."""
+    if split not in SPLITS:
+        raise NclabError(f"split {split!r}: expected one of {', '.join(SPLITS)}")
+    data = prepare_data(loaded.config.data)
+    fp = loaded.run.data_info()["fingerprint"]
+    if data.fingerprint != fp:
+        raise NclabError(f"{loaded.run.path}: the dataset differs from the one the run trained on "
+                         f"(fingerprint {data.fingerprint} != {fp})")
+    images = data.splits[split]
+    if len(images) == 0:
+        raise NclabError(f"dataset {data.name!r} has no {split!r} classes")
+    return images
+
+
+@torch.no_grad()
+def embed(model: Classifier, images: np.ndarray, preprocess: Preprocess, batch_size: int = 512,
+          logits: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Penultimate features (N x d float32) of uint8 ``images`` (and logits if asked)."""
+    p = next(model.parameters())
+    feats, outs = [], []
+    for x in eval_batches(images, preprocess, batch_size):
+        h, z = model(x.to(p.device, p.dtype), return_features=True)
+        feats.append(h.float().cpu())
+        outs.append(z.float().cpu())
+    d = model.feature_dim
+    F = torch.cat(feats).numpy() if feats else np.zeros((0, d), np.float32)
+    if logits:
+        return F, (torch.cat(outs).numpy() if outs else np.zeros((0, len(model.head.weight)), np.float32))
+    return F
+
+
+def _classifier(model: Classifier) -> tuple[np.ndarray, np.ndarray]:
+    W = model.head.weight.detach().float().cpu().numpy()
+    b = model.head.bias
+    return W, (np.zeros(len(W), np.float32) if b is None else b.detach().float().cpu().numpy())
+
+
+def features_of_split(loaded: LoadedRun, split: str) -> FeatureSet:
+    images = split_images(loaded, split)
+    F = embed(loaded.model, images.images, loaded.preprocess, loaded.config.trainer.eval_batch_size)
+    W = b = None
+    if split in ("train", "test"):
+        W, b = _classifier(loaded.model)
+    return FeatureSet(F, images.labels, images.class_names, W, b)
+
+
+def match_ink(images: np.ndarray, ink: str) -> np.ndarray:
+    """Put grayscale ``images`` in the bright-ink convention: ``dark`` inverts all, ``light``
+    none, ``auto`` inverts each image whose border (the paper) is brighter than mid-grey."""
+    if ink == "light":
+        return images
+    if ink == "dark":
+        return 255 - images
+    border = np.concatenate([images[:, 0, :], images[:, -1, :], images[:, :, 0], images[:, :, -1]], axis=1)
+    flip = border.mean(axis=1) > 127.5
+    out = images.copy()
+    out[flip] = 255 - out[flip]
+    return out
+
+
+def features_of_folder(loaded: LoadedRun, folder: str | os.PathLike, ink: str = "auto") -> FeatureSet:
+    from nclab.data.folder import load_image_folder
+    pre = loaded.preprocess
+    if not Path(folder).is_dir():
+        raise NclabError(f"{folder}: no such image folder")
+    images = load_image_folder(folder, image_size=pre.image_size, channels=pre.channels)
+    x = images.images
+    if pre.ink == "bright" and pre.channels == 1:
+        x = match_ink(x, ink)
+    F = embed(loaded.model, x, pre, loaded.config.trainer.eval_batch_size)
+    W = b = None
+    if images.class_names == loaded.source_classes:
+        W, b = _classifier(loaded.model)
+    return FeatureSet(F, images.labels, images.class_names, W, b)
+
+
+def write_features(run_dir: str, out: str, split: str | None = None, folder: str | None = None,
+                   ink: str = "auto", checkpoint: str = "final") -> FeatureSet:
+    loaded = load_run(run_dir, checkpoint)
+    fs = features_of_split(loaded, split) if folder is None else features_of_folder(loaded, folder, ink)
+    save_features(out, fs)
+    print(f"wrote {out}: {fs.features.shape[0]} x {fs.features.shape[1]} features, {fs.n_classes} classes"
+          + (", with W and b" if fs.W is not None else ""))
+    return fs
+
+
+def load_feature_source(source: str | os.PathLike, split: str | None) -> FeatureSet:
+    """A feature file, or a run directory embedded on ``split`` (what measure / fewshot accept)."""
+    p = Path(source)
+    if p.is_dir():
+        if split is None:
+            raise NclabError(f"{p}: a run directory needs --split (train, test, val or novel)")
+        return features_of_split(load_run(p), split)
+    if split is not None:
+        raise NclabError(f"{p}: --split applies to run directories, not to a feature file")
+    return load_features(p)

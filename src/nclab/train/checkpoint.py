@@ -1,0 +1,85 @@
+"""Checkpoints: weights as safetensors plus optimiser / scheduler / RNG / loop state.
+
+Each checkpoint is a pair of files written atomically, then published by atomically
+replacing ``checkpoints/latest.json``; older pairs are deleted only after that. A crash at
+any instant therefore leaves a complete, loadable checkpoint. The state file holds only
+tensors and plain Python values and is read with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save
+
+from nclab.atomic import atomic_write_bytes, atomic_write_json
+from nclab.errors import NclabError
+
+CKPT = "checkpoints"
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_weights(path: Path, module: torch.nn.Module) -> None:
+    tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    atomic_write_bytes(path, save(tensors))
+
+
+def load_weights(path: Path, module: torch.nn.Module) -> None:
+    try:
+        tensors = load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise NclabError(f"{path}: not a readable safetensors weights file ({e})") from None
+    try:
+        module.load_state_dict(tensors)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise NclabError(f"{path}: weights do not fit the run's model ({first})") from None
+
+
+def save_checkpoint(run_dir: Path, module: torch.nn.Module, state: dict) -> None:
+    """Write weights + state for global step ``state['global_step']`` and publish it."""
+    folder = Path(run_dir) / CKPT
+    folder.mkdir(exist_ok=True)
+    step = int(state["global_step"])
+    w, s = folder / f"step-{step:08d}.safetensors", folder / f"step-{step:08d}.state.pt"
+    save_weights(w, module)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(s, buf.getvalue())
+    atomic_write_json(folder / "latest.json", {"global_step": step, "weights": w.name, "state": s.name})
+    for old in folder.glob("step-*"):
+        if old.name not in (w.name, s.name):
+            old.unlink(missing_ok=True)
+
+
+def latest_checkpoint(run_dir: Path) -> tuple[Path, Path] | None:
+    pointer = Path(run_dir) / CKPT / "latest.json"
+    if not pointer.exists():
+        return None
+    try:
+        meta = json.loads(pointer.read_text())
+        return pointer.parent / meta["weights"], pointer.parent / meta["state"]
+    except (ValueError, KeyError) as e:
+        raise NclabError(f"{pointer}: corrupt checkpoint pointer ({e})") from None
+
+
+def load_state(path: Path, map_location="cpu") -> dict:
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise NclabError(f"{path}: not a readable checkpoint state ({e})") from None

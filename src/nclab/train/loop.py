@@ -1,0 +1,202 @@
+"""The training loop: one explicit function per process, on Lightning Fabric.
+
+``train_worker(fabric, run_dir)`` rebuilds everything from the run directory (config,
+preprocessing, data, model), resumes from the latest checkpoint if there is one, and trains
+to ``train.epochs``. Every batch is a pure function of (seed, epoch, step) and the RNG state
+is checkpointed, so an interrupted run resumes bit-for-bit (on CPU).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from nclab.config import RunConfig
+from nclab.data.loader import AugmentedImages, eval_batches, train_loader
+from nclab.data.prepare import PreparedData, prepare_data
+from nclab.data.transforms import Preprocess
+from nclab.errors import NclabError
+from nclab.models import Classifier, create_model
+from nclab.train.callbacks import EpochCallback, EpochContext
+from nclab.train.checkpoint import latest_checkpoint, load_state, load_weights, rng_state, save_checkpoint, save_weights, set_rng_state
+from nclab.train.losses import make_loss
+from nclab.train.optim import build_optimizer, build_scheduler
+from nclab.train.regularizers import build_regularizers
+from nclab.train.rundir import RunDir
+
+
+def build_model(cfg: RunConfig, preprocess: Preprocess, num_classes: int) -> Classifier:
+    """The run's network, from its config and preprocessing (same call at start, resume, load)."""
+    return create_model(cfg.model.backbone, in_channels=preprocess.channels, num_classes=num_classes,
+                        head=cfg.model.head, image_size=preprocess.image_size, **cfg.model.options)
+
+
+def _param_dtype(model: torch.nn.Module) -> torch.dtype:
+    return next(model.parameters()).dtype
+
+
+@torch.no_grad()
+def accuracy(fabric, model: Classifier, images, labels, preprocess: Preprocess, batch_size: int) -> float:
+    """Top-1 accuracy of ``model`` on uint8 ``images``, sharded over the processes."""
+    n = len(labels)
+    per = -(-n // fabric.world_size)
+    lo, hi = min(n, fabric.global_rank * per), min(n, (fabric.global_rank + 1) * per)
+    was = model.training
+    model.eval()
+    correct = torch.zeros((), dtype=torch.float64, device=fabric.device)
+    y_all = torch.as_tensor(labels)
+    dtype = _param_dtype(model)
+    i = lo
+    for x in eval_batches(images, preprocess, batch_size, lo, hi):
+        with fabric.autocast():
+            z = model(x.to(fabric.device, dtype))
+        y = y_all[i:i + len(x)].to(fabric.device)
+        correct += (z.argmax(1) == y).sum()
+        i += len(x)
+    model.train(was)
+    total = fabric.all_reduce(correct, reduce_op="sum") if fabric.world_size > 1 else correct
+    return float(total) / max(n, 1)
+
+
+def _running(device, regs) -> dict[str, torch.Tensor]:
+    keys = ["loss", "correct", "count"] + [f"reg_{r.name}" for r in regs]
+    return {k: torch.zeros((), dtype=torch.float64, device=device) for k in keys}
+
+
+def train_worker(fabric, run_dir: str | Path, callbacks: Sequence[EpochCallback] = ()) -> dict | None:
+    """Train (or continue training) the run in ``run_dir`` on this process; rank 0 returns the summary."""
+    run = RunDir.open(run_dir)
+    cfg = run.config()
+    tc, rank0 = cfg.train, fabric.global_rank == 0
+    if cfg.trainer.threads or fabric.world_size > 1:
+        torch.set_num_threads(cfg.trainer.threads or max(1, (os.cpu_count() or 1) // fabric.world_size))
+    data = prepare_data(cfg.data)
+    if data.fingerprint != run.data_info()["fingerprint"]:
+        raise NclabError(f"{run.path}: the dataset changed since the run started "
+                         f"(fingerprint {data.fingerprint} != {run.data_info()['fingerprint']})")
+    pre = run.preprocess()
+    train_set = data.splits["train"]
+
+    torch.manual_seed(cfg.trainer.seed)                  # identical initial weights on every rank
+    model = build_model(cfg, pre, train_set.n_classes)
+    optimizer = build_optimizer(model.parameters(), cfg.optim)
+    world = fabric.world_size
+    per_rank, rem = divmod(tc.batch_size, world)
+    if rem:
+        raise NclabError(f"train.batch_size={tc.batch_size} must be divisible by trainer.devices={world}")
+    steps_per_epoch = len(train_set) // tc.batch_size if tc.drop_last else -(-len(train_set) // tc.batch_size)
+    if steps_per_epoch == 0:
+        raise NclabError(f"train.batch_size={tc.batch_size} exceeds the {len(train_set)} training samples")
+    scheduler = build_scheduler(optimizer, cfg.schedule, tc.epochs, steps_per_epoch)
+    loss_fn = make_loss(tc.loss, train_set.n_classes, tc.label_smoothing)
+    regs = build_regularizers(tc.regularizers)
+    needs_input_grad = any(getattr(r, "needs_input_grad", False) for r in regs)
+    wrapped, optimizer = fabric.setup(model, optimizer)
+    dataset = AugmentedImages(pre.to_chw(train_set.images), torch.as_tensor(train_set.labels), pre,
+                              cfg.data.augment, cfg.data.shift, data.flip)
+
+    epoch, step, global_step, seconds_done = 0, 0, 0, 0.0
+    sums = _running(fabric.device, regs)
+    ckpt = latest_checkpoint(run.path)
+    if ckpt is not None:
+        load_weights(ckpt[0], model)
+        state = load_state(ckpt[1])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"][fabric.global_rank])
+        epoch, step, global_step = state["epoch"], state["step"], state["global_step"]
+        seconds_done = state["seconds"]
+        for k in sums:
+            sums[k] += state["sums"][k][fabric.global_rank].to(fabric.device)
+        if rank0:
+            run.truncate_records(state["records"])
+    fabric.barrier()
+
+    def checkpoint(records: int) -> None:
+        gathered = {k: fabric.all_gather(v).reshape(world).cpu() for k, v in sums.items()}
+        rngs = [r for r in _gather_rng(fabric)]
+        if rank0:
+            save_checkpoint(run.path, model, {
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": rngs, "epoch": epoch, "step": step, "global_step": global_step,
+                "seconds": seconds_done + time.perf_counter() - t_start, "sums": gathered, "records": records})
+        fabric.barrier()
+
+    bar = tqdm(total=tc.epochs * steps_per_epoch, initial=global_step, disable=not (cfg.trainer.progress and rank0),
+               unit="step", dynamic_ncols=True, mininterval=1.0)
+    summary = None
+    while epoch < tc.epochs:
+        t_start = time.perf_counter()
+        wrapped.train()
+        loader = train_loader(dataset, tc.batch_size, cfg.trainer.seed, epoch, step, tc.drop_last,
+                              fabric.global_rank, world, cfg.data.num_workers)
+        lr = optimizer.param_groups[0]["lr"]
+        for x, y in loader:
+            x, y = x.to(fabric.device), y.to(fabric.device)
+            if needs_input_grad:
+                x.requires_grad_(True)
+            h, logits = wrapped(x, return_features=True)
+            loss = loss_fn(logits, y)
+            total = loss
+            for r in regs:
+                term = r(model, x, h, logits)
+                total = total + term
+                sums[f"reg_{r.name}"] += term.detach().double() * len(y)
+            optimizer.zero_grad(set_to_none=True)
+            fabric.backward(total)
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            sums["loss"] += loss.detach().double() * len(y)
+            sums["correct"] += (logits.detach().argmax(1) == y).sum()
+            sums["count"] += len(y)
+            step += 1
+            global_step += 1
+            bar.update(1)
+            if cfg.trainer.ckpt_every_steps and global_step % cfg.trainer.ckpt_every_steps == 0 and step < steps_per_epoch:
+                checkpoint(records=epoch)
+        tot = {k: (fabric.all_reduce(v, reduce_op="sum") if world > 1 else v) for k, v in sums.items()}
+        n = float(tot["count"])
+        record = {"epoch": epoch + 1, "step": global_step, "lr": lr, "loss": float(tot["loss"]) / n,
+                  "train_acc": float(tot["correct"]) / n,
+                  "test_acc": accuracy(fabric, model, data.splits["test"].images, data.splits["test"].labels,
+                                       pre, cfg.trainer.eval_batch_size)}
+        for r in regs:
+            record[f"reg_{r.name}"] = float(tot[f"reg_{r.name}"]) / n
+        model.eval()
+        for cb in callbacks:
+            record.update(cb(EpochContext(epoch + 1, model, fabric, data, pre, cfg, run.path, record)) or {})
+        record["seconds"] = seconds_done + time.perf_counter() - t_start
+        if rank0:
+            run.append_record(record)
+            bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['train_acc']:.3f}",
+                            test=f"{record['test_acc']:.3f}", refresh=False)
+        epoch, step, seconds_done = epoch + 1, 0, 0.0
+        sums = _running(fabric.device, regs)
+        t_start = time.perf_counter()
+        checkpoint(records=epoch)
+    bar.close()
+    if rank0:
+        save_weights(run.weights_path, model)
+        records = run.records()
+        summary = {"epochs": tc.epochs, "steps": global_step, "final": records[-1] if records else None,
+                   "train_seconds": sum(r["seconds"] for r in records),
+                   "parameters": sum(p.numel() for p in model.parameters()),
+                   "source_classes": train_set.n_classes, "devices": world}
+        run.write_summary(summary)
+    fabric.barrier()
+    return summary
+
+
+def _gather_rng(fabric) -> list[dict]:
+    """Every rank's RNG state (CPU generator as a uint8 tensor), in rank order."""
+    mine = torch.get_rng_state()
+    if fabric.world_size == 1:
+        return [rng_state()]
+    allr = fabric.all_gather(mine.to(fabric.device)).cpu()
+    return [{"torch": allr[i].clone()} for i in range(fabric.world_size)]

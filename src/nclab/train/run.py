@@ -1,0 +1,94 @@
+"""Starting and resuming runs: validate everything, create the run directory, launch the processes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from nclab.config import RunConfig, load_config
+from nclab.data.prepare import PreparedData, prepare_data
+from nclab.data.transforms import Preprocess
+from nclab.errors import NclabError, unknown_name
+from nclab.train.callbacks import EpochCallback
+from nclab.train.losses import make_loss
+from nclab.train.optim import build_optimizer, check_schedule
+from nclab.train.regularizers import build_regularizers
+from nclab.train.rundir import RunDir
+
+PRECISIONS = ("32-true", "64-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true")
+ACCELERATORS = ("cpu", "cuda", "gpu", "mps", "auto")
+
+
+def _fabric(cfg: RunConfig):
+    from lightning_fabric import Fabric  # heavy import: only when training
+    t = cfg.trainer
+    if t.devices > 1:
+        # Spawned processes (not a re-run of sys.argv) so the same code works from the CLI,
+        # from Python and from tests.
+        return Fabric(accelerator=t.accelerator, devices=t.devices, strategy="ddp_spawn", precision=t.precision)
+    return Fabric(accelerator=t.accelerator, devices=1, precision=t.precision)
+
+
+def validate(cfg: RunConfig, data: PreparedData) -> None:
+    """Every name and number in the config, checked before anything is written."""
+    from nclab.train.loop import build_model
+    t = cfg.trainer
+    if t.precision not in PRECISIONS:
+        raise unknown_name("precision (trainer.precision)", t.precision, PRECISIONS)
+    if t.accelerator not in ACCELERATORS:
+        raise unknown_name("accelerator (trainer.accelerator)", t.accelerator, ACCELERATORS)
+    if t.devices < 1:
+        raise NclabError(f"trainer.devices={t.devices}: expected >= 1")
+    if cfg.train.epochs < 1:
+        raise NclabError(f"train.epochs={cfg.train.epochs}: expected >= 1")
+    if cfg.train.batch_size < 1 or cfg.train.batch_size % t.devices:
+        raise NclabError(f"train.batch_size={cfg.train.batch_size}: expected a positive multiple of "
+                         f"trainer.devices={t.devices}")
+    if not 0 <= cfg.train.label_smoothing < 1:
+        raise NclabError(f"train.label_smoothing={cfg.train.label_smoothing}: expected 0 <= s < 1")
+    if cfg.data.shift < 0:
+        raise NclabError(f"data.shift={cfg.data.shift}: expected >= 0")
+    make_loss(cfg.train.loss, 2)
+    check_schedule(cfg.schedule)
+    build_regularizers(cfg.train.regularizers)
+    model = build_model(cfg, Preprocess(data.image_shape[0], data.channels, [0.0], [1.0]), data.num_source_classes)
+    build_optimizer(model.parameters(), cfg.optim)
+
+
+def data_info(data: PreparedData) -> dict:
+    return {"name": data.name, "fingerprint": data.fingerprint, "flip": data.flip,
+            "image_shape": list(data.image_shape),
+            "splits": {s: {"n_classes": v.n_classes, "n_samples": len(v), "class_names": v.class_names}
+                       for s, v in data.splits.items()}}
+
+
+def _launch(run: RunDir, cfg: RunConfig, callbacks: Sequence[EpochCallback]) -> dict | None:
+    from nclab.train.loop import train_worker
+    fabric = _fabric(cfg)
+    if cfg.trainer.devices > 1:
+        return fabric.launch(train_worker, str(run.path), tuple(callbacks))
+    return train_worker(fabric, run.path, callbacks)
+
+
+def start_run(config: str | os.PathLike | None, overrides: Sequence[str] = (), out: str | os.PathLike | None = None,
+              callbacks: Sequence[EpochCallback] = (), cfg: RunConfig | None = None) -> RunDir:
+    """Validate, create the run directory, train. Returns the finished run's directory."""
+    cfg = cfg if cfg is not None else load_config(config, list(overrides))
+    data = prepare_data(cfg.data)
+    validate(cfg, data)
+    pre = Preprocess.fit(data.splits["train"].images)
+    path = Path(out) if out is not None else RunDir.default_path(cfg.name)
+    run = RunDir.create(path, cfg, pre, data_info(data))
+    del data
+    _launch(run, cfg, callbacks)
+    return run
+
+
+def resume_run(run_dir: str | os.PathLike, callbacks: Sequence[EpochCallback] = ()) -> RunDir:
+    """Continue ``run_dir`` from its latest checkpoint (bit-for-bit on CPU)."""
+    run = RunDir.open(run_dir)
+    if (run.path / "summary.json").exists():
+        raise NclabError(f"{run.path}: this run already finished (summary.json exists); nothing to resume")
+    _launch(run, run.config(), callbacks)
+    return run
