@@ -22,7 +22,7 @@ def register_dataset(name: str) -> Callable[[Reader], Reader]:
 
 def _ensure_readers() -> None:
     # Importing the reader modules registers them; kept lazy so `nclab --help` stays fast.
-    from nclab.data import glyphs, omniglot  # noqa: F401
+    from nclab.data import cifar, folder, glyphs, miniimagenet, mnist, omniglot  # noqa: F401
 
 
 def dataset_names() -> list[str]:
