@@ -1,0 +1,291 @@
+"""Streaming per-class feature statistics, accumulated exactly in float64.
+
+``ClassStats`` is a ``torchmetrics.Metric``: ``update(features, labels)`` per batch,
+``compute()`` gives :class:`ClassMoments` (counts, class means, per-class summed squared
+deviations and, optionally, the pooled within-class scatter
+``S_W = sum_i (h_i - mu_{y_i})(h_i - mu_{y_i})^T``).
+
+Why it is exact. Raw sums of squares ``sum h h^T - n mu mu^T`` cancel catastrophically when
+features sit far from the origin (ReLU features) or when classes are collapsed. Each class
+``c`` therefore carries its own reference shift ``s_c`` (the class mean of the first batch
+that contains ``c``, or a fixed vector in the two-pass mode), and only shifted quantities are
+summed: ``sum (h - s_y)``, ``sum ||h - s_y||^2`` and ``sum (h - s_y)(h - s_y)^T``. Since
+``s_c`` is already within ``sigma / sqrt(n)`` of ``mu_c``, the final correction
+``S_W = sum z z^T - sum_c (1/n_c) t_c t_c^T`` (``t_c = sum_{i in c} z_i``) removes only a
+``1/n``-sized part: float64 keeps full precision whatever the offset or collapse level.
+Merging two accumulators with different shifts moves both onto the merged class mean first,
+which is the pairwise update of Chan, Golub & LeVeque (1979) written for shifted sums; counts
+are int64 and add exactly.
+
+``CentredPass`` is the second pass over the same data once the class means are known: exact
+centred squared deviations, the quadratic forms ``v_k^T S_W v_k`` along a basis ``V`` (all
+NC1 needs, so d = 100,000 never forms a d x d matrix), and nearest-class-centre agreement
+with the network's own classifier (NC4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+from nclab.errors import NclabError
+
+__all__ = ["ClassMoments", "ClassStats", "CentredPass", "SCATTER_MAX_DIM"]
+
+#: ``ClassStats(scatter="auto")`` keeps the d x d scatter up to this dimension (2 GiB of float64 at 16384).
+SCATTER_MAX_DIM = 8192
+
+
+@dataclass
+class ClassMoments:
+    """Exact class statistics: ``counts`` (C, int64), ``means`` (C x d), ``sqdev`` (C,) with
+    ``sqdev_c = sum_{i in c} ||h_i - mu_c||^2``, and ``scatter`` (d x d pooled within-class
+    scatter, unnormalised) or None. Classes with no samples have mean 0 and sqdev 0."""
+
+    counts: Tensor
+    means: Tensor
+    sqdev: Tensor
+    scatter: Tensor | None = None
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.counts.sum())
+
+
+def _as_batch(features, labels, num_classes: int, dim: int) -> tuple[Tensor, Tensor]:
+    h = torch.as_tensor(features)
+    y = torch.as_tensor(labels)
+    if h.ndim != 2 or h.shape[1] != dim:
+        raise NclabError(f"features: expected a batch of shape (B, {dim}), got {tuple(h.shape)}")
+    if not (h.is_floating_point()):
+        raise NclabError(f"features: expected floating point values, got {h.dtype}")
+    if y.ndim != 1 or y.shape[0] != h.shape[0]:
+        raise NclabError(f"labels: expected {h.shape[0]} integer labels, got shape {tuple(y.shape)}")
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise NclabError(f"labels: expected integers, got {y.dtype}")
+    y = y.to(device=h.device, dtype=torch.int64)
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise NclabError(f"labels: expected values in 0..{num_classes - 1}, got {int(y.min())}..{int(y.max())}")
+    bad = ~torch.isfinite(h)
+    if bool(bad.any()):
+        row, col = (int(v) for v in bad.nonzero()[0])
+        raise NclabError(f"features: {int(bad.sum())} non-finite values (first at batch row {row}, column {col}); "
+                         "expected finite numbers")
+    return h.to(torch.float64), y
+
+
+class ClassStats(Metric):
+    """Streaming per-class counts, means, squared deviations and pooled within-class scatter.
+
+    Papyan, Han & Donoho 2020 (Sigma_W, class means); exact shifted accumulation and the
+    Chan et al. 1979 pairwise merge (see module docstring).
+
+    Args:
+        num_classes: C; labels must lie in 0..C-1.
+        dim: feature dimension d.
+        scatter: accumulate the d x d scatter (one float64 GEMM per batch); ``"auto"`` keeps it
+            when ``d <= SCATTER_MAX_DIM``. Without it NC1 needs a :class:`CentredPass`.
+        shift: fixed (C x d) reference points, e.g. the class means of a first pass; this is
+            the exact two-pass mode (see :meth:`second_pass`).
+
+    Update cost is O(B d) (``index_add_``) plus the B d^2 scatter GEMM when enabled. States
+    live on the device of the inputs. Under ``torch.distributed`` ``compute()`` all-gathers
+    the states and merges them exactly; :meth:`merge_state` merges another instance.
+    """
+
+    is_differentiable = False
+    higher_is_better = None
+    full_state_update = False
+
+    def __init__(self, num_classes: int, dim: int, scatter: bool | str = "auto",
+                 shift: Tensor | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if num_classes < 1 or dim < 1:
+            raise NclabError(f"ClassStats: num_classes and dim must be positive, got {num_classes}, {dim}")
+        if scatter == "auto":
+            scatter = dim <= SCATTER_MAX_DIM
+        self.num_classes, self.dim, self.with_scatter = int(num_classes), int(dim), bool(scatter)
+        self.fixed_shift = shift is not None
+        if shift is None:
+            shift0 = torch.zeros(num_classes, dim, dtype=torch.float64)
+        else:
+            shift0 = torch.as_tensor(shift).to(torch.float64).clone()
+            if shift0.shape != (num_classes, dim):
+                raise NclabError(f"ClassStats: shift must be {num_classes} x {dim}, got {tuple(shift0.shape)}")
+        # dist_reduce_fx=None: states are all-gathered and merged in _sync_dist (shifts differ per process).
+        self.add_state("count", torch.zeros(num_classes, dtype=torch.int64), dist_reduce_fx=None)
+        self.add_state("shift", shift0, dist_reduce_fx=None)
+        self.add_state("sum", torch.zeros(num_classes, dim, dtype=torch.float64), dist_reduce_fx=None)
+        self.add_state("sqsum", torch.zeros(num_classes, dtype=torch.float64), dist_reduce_fx=None)
+        self.add_state("scatter", torch.zeros((dim, dim) if self.with_scatter else (0, 0), dtype=torch.float64),
+                       dist_reduce_fx=None)
+
+    # -- accumulation ---------------------------------------------------------------------------
+    def update(self, features, labels) -> None:  # noqa: D102
+        h, y = _as_batch(features, labels, self.num_classes, self.dim)
+        if h.device != self.count.device:
+            self.to(h.device)
+        if h.shape[0] == 0:
+            return
+        if not self.fixed_shift:
+            fresh = self.count[y] == 0
+            if bool(fresh.any()):
+                # shift of a class seen for the first time: its mean in this batch
+                cls, inv = torch.unique(y[fresh], return_inverse=True)
+                tot = torch.zeros(len(cls), self.dim, dtype=torch.float64, device=h.device).index_add_(0, inv, h[fresh])
+                num = torch.bincount(inv, minlength=len(cls)).to(torch.float64)
+                self.shift[cls] = tot / num[:, None]
+        z = h - self.shift[y]
+        self.count += torch.bincount(y, minlength=self.num_classes)
+        self.sum.index_add_(0, y, z)
+        self.sqsum.index_add_(0, y, (z * z).sum(1))
+        if self.with_scatter:
+            self.scatter.addmm_(z.T, z)
+
+    def compute(self) -> ClassMoments:
+        """Class means ``s + t/n``; ``sqdev = sum ||z||^2 - ||t||^2/n``; ``S_W = sum z z^T - T^T diag(1/n) T``."""
+        n = self.count.to(torch.float64)
+        inv = torch.where(n > 0, 1.0 / n.clamp(min=1), torch.zeros_like(n))
+        means = torch.where((n > 0)[:, None], self.shift + self.sum * inv[:, None], torch.zeros_like(self.sum))
+        sqdev = (self.sqsum - (self.sum * self.sum).sum(1) * inv).clamp(min=0)
+        scatter = None
+        if self.with_scatter:
+            scatter = self.scatter - self.sum.T @ (self.sum * inv[:, None])
+            scatter = (scatter + scatter.T) / 2
+        return ClassMoments(self.count.clone(), means, sqdev, scatter)
+
+    def second_pass(self) -> "ClassStats":
+        """A fresh accumulator whose shifts are this one's class means (exact two-pass mode)."""
+        m = self.compute()
+        return ClassStats(self.num_classes, self.dim, scatter=self.with_scatter, shift=m.means)
+
+    # -- merging --------------------------------------------------------------------------------
+    @staticmethod
+    def _merge(states: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        """Exact merge of shifted accumulators: move every part onto the merged class mean."""
+        count = sum(s["count"] for s in states)
+        n = count.to(torch.float64)
+        inv = torch.where(n > 0, 1.0 / n.clamp(min=1), torch.zeros_like(n))
+        target = sum(s["shift"] * s["count"].to(torch.float64)[:, None] + s["sum"] for s in states) * inv[:, None]
+        out = dict(count=count, shift=target, sum=torch.zeros_like(target),
+                   sqsum=torch.zeros_like(states[0]["sqsum"]), scatter=torch.zeros_like(states[0]["scatter"]))
+        for s in states:
+            np_ = s["count"].to(torch.float64)
+            delta = torch.where((np_ > 0)[:, None], s["shift"] - target, torch.zeros_like(target))
+            # z_new = z + delta for every sample of the class
+            out["sum"] += s["sum"] + np_[:, None] * delta
+            out["sqsum"] += s["sqsum"] + 2 * (delta * s["sum"]).sum(1) + np_ * (delta * delta).sum(1)
+            if s["scatter"].numel():
+                cross = s["sum"].T @ delta
+                out["scatter"] += s["scatter"] + cross + cross.T + delta.T @ (delta * np_[:, None])
+        return out
+
+    def _state(self) -> dict[str, Tensor]:
+        return {k: getattr(self, k) for k in ("count", "shift", "sum", "sqsum", "scatter")}
+
+    def merge_state(self, incoming_state) -> None:
+        """Merge another ``ClassStats`` (or its state dict) into this one, exactly."""
+        other = incoming_state._state() if isinstance(incoming_state, ClassStats) else dict(incoming_state)
+        other = {k: v.to(self.count.device) for k, v in other.items()}
+        if other["sum"].shape != self.sum.shape or other["scatter"].shape != self.scatter.shape:
+            raise NclabError(f"ClassStats.merge_state: shapes differ ({tuple(other['sum'].shape)} vs {tuple(self.sum.shape)})")
+        for k, v in self._merge([self._state(), other]).items():
+            setattr(self, k, v)
+        self.fixed_shift = False
+        self._computed = None
+
+    def _sync_dist(self, dist_sync_fn=None, process_group=None) -> None:
+        from torchmetrics.utilities.distributed import gather_all_tensors
+        dist_sync_fn = dist_sync_fn or gather_all_tensors
+        group = process_group or self.process_group
+        gathered = {k: dist_sync_fn(v, group=group) for k, v in self._state().items()}
+        parts = [{k: gathered[k][p] for k in gathered} for p in range(len(gathered["count"]))]
+        for k, v in self._merge(parts).items():
+            setattr(self, k, v)
+
+
+class CentredPass(Metric):
+    """Second pass given the class means: exact centred statistics, NC1 quadratic forms, NCC.
+
+    For each sample with centred feature ``z = h - mu_y`` accumulates ``||z||^2`` per class
+    (Galanti et al. 2022, Var(Q)), ``(z . v_k)^2`` for the columns ``v_k`` of ``basis``
+    (``v_k^T S_W v_k``, Papyan et al. 2020 NC1 along the right singular vectors of M), and the
+    nearest-class-centre prediction ``argmin_c ||h - mu_c||`` compared with the label (NCC
+    accuracy) and with ``argmax_c (w_c . h + b_c)`` (NC4, Papyan et al. 2020).
+
+    Args:
+        means: (K x d) means of the K classes in use.
+        classes: (K,) the original label of each row of ``means`` (labels outside are refused).
+        num_classes: total number of labels C (size of the label lookup; W has C rows).
+        basis: (d x k) orthonormal columns spanning the centred means, ``Q`` with ``M = (U S) Q^T``;
+            ``proj`` is ``U S`` (K x k). Both None: no quadratic forms, NCC scored directly.
+        centre: the global mean g (d,) subtracted first, so dot products stay small.
+        W, b: classifier (C x d, C) for NC4, or None.
+    """
+
+    is_differentiable = False
+    higher_is_better = None
+    full_state_update = False
+
+    def __init__(self, means: Tensor, classes: Tensor, num_classes: int, basis: Tensor | None = None,
+                 proj: Tensor | None = None, centre: Tensor | None = None, W: Tensor | None = None,
+                 b: Tensor | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        K, d = means.shape
+        self.num_classes = int(num_classes)
+        centre = torch.zeros(d, dtype=torch.float64) if centre is None else centre.to(torch.float64)
+        self.register_buffer("centre", centre)
+        self.register_buffer("m", means.to(torch.float64) - centre)        # centred means (K x d)
+        self.register_buffer("m_sq", (self.m * self.m).sum(1))
+        lookup = torch.full((num_classes,), -1, dtype=torch.int64)
+        lookup[classes.to(torch.int64)] = torch.arange(K)
+        self.register_buffer("lookup", lookup)
+        self.register_buffer("classes", classes.to(torch.int64))
+        self.with_basis = basis is not None
+        self.register_buffer("basis", basis.to(torch.float64) if basis is not None else torch.zeros(d, 0, dtype=torch.float64))
+        self.register_buffer("proj", proj.to(torch.float64) if proj is not None else torch.zeros(K, 0, dtype=torch.float64))
+        self.with_w = W is not None
+        if W is not None:
+            W = W.to(torch.float64)
+            b = torch.zeros(W.shape[0], dtype=torch.float64) if b is None else b.to(torch.float64)
+            self.register_buffer("Wt", W.T.contiguous())
+            self.register_buffer("b0", centre @ W.T + b)                     # logits = (h - g) W^T + (g W^T + b)
+        k = self.basis.shape[1]
+        self.add_state("sqdev", torch.zeros(K, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("quad", torch.zeros(k, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("n", torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
+        self.add_state("ncc_correct", torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
+        self.add_state("mismatch", torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
+
+    def update(self, features, labels) -> None:  # noqa: D102
+        h, y = _as_batch(features, labels, self.num_classes, self.m.shape[1])
+        if h.device != self.m.device:
+            self.to(h.device)
+        if h.shape[0] == 0:
+            return
+        k = self.lookup[y]
+        if bool((k < 0).any()):
+            raise NclabError(f"labels: class {int(y[k < 0][0])} has no mean in this pass (it was empty in the first)")
+        xs = h - self.centre                               # never modify the caller's tensor
+        z = xs - self.m[k]
+        self.sqdev.index_add_(0, k, (z * z).sum(1))
+        if self.with_basis:
+            p = z @ self.basis
+            self.quad += (p * p).sum(0)
+            xm = (p + self.proj[k]) @ self.proj.T          # (h - g) . m_c through the basis: M = (U S) Q^T
+        else:
+            xm = xs @ self.m.T
+        ncc = self.classes[torch.argmin(self.m_sq - 2 * xm, dim=1)]
+        self.ncc_correct += (ncc == y).sum()
+        if self.with_w:
+            net = torch.argmax(xs @ self.Wt + self.b0, dim=1)
+            self.mismatch += (ncc != net).sum()
+        self.n += h.shape[0]
+
+    def compute(self) -> dict[str, Tensor]:
+        """``sqdev`` (K,), ``quad`` (k,) = diag(V^T S_W V), ``n``, ``ncc_correct``, ``mismatch``."""
+        return dict(sqdev=self.sqdev.clone(), quad=self.quad.clone(), n=self.n.clone(),
+                    ncc_correct=self.ncc_correct.clone(), mismatch=self.mismatch.clone())
