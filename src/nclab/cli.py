@@ -196,6 +196,8 @@ def _parser_gc(sub) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--exact", action="store_true", help="all output directions (default)")
     g.add_argument("--probes", type=int, default=None, help="random projections per sample")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random probes")
+    p.add_argument("--logits", action="store_true", help="GC of the logits instead of the embedding")
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write the record as JSON")
     p.set_defaults(handler=_cmd_gc)
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nclab.metrics.collapse import cdnv
 from nclab.train.regularizers import register_regularizer
 
 DISTRIBUTIONS = ("gaussian", "rademacher", "sphere")
@@ -263,38 +264,21 @@ def class_means(features: torch.Tensor, labels: torch.Tensor, n_classes: int) ->
     return sums / counts[:, None]
 
 
-def _pair_average(per_class: torch.Tensor, means: torch.Tensor) -> float:
-    C = len(means)
-    if C < 2:
-        raise ValueError(f"need at least 2 classes, got {C}")
-    i, j = torch.triu_indices(C, C, offset=1, device=means.device)
-    dist2 = (means[i] - means[j]).pow(2).sum(1)
-    return float(((per_class[i] + per_class[j]) / (2 * dist2)).mean())
-
-
 def geometric_collapse(class_gc: torch.Tensor, means: torch.Tensor) -> float:
-    """Avg_{i<j} (GC_i + GC_j) / (2 ||mu_i - mu_j||^2): CDNV with variances replaced by per-class GC
-    (Munn et al. 2024, geometric collapse)."""
-    return _pair_average(torch.as_tensor(class_gc, dtype=torch.float64), torch.as_tensor(means).double())
+    """Avg_{i<j} (GC_i + GC_j) / (2 ||mu_i - mu_j||^2): CDNV with the class variances replaced by
+    per-class GC (Munn et al. 2024, geometric collapse)."""
+    return float(cdnv(torch.as_tensor(class_gc, dtype=torch.float64), torch.as_tensor(means, dtype=torch.float64)))
 
 
 def cdnv_from_features(features: torch.Tensor, labels: torch.Tensor, n_classes: int) -> float:
     """Avg_{i<j} (Var_i + Var_j) / (2 ||mu_i - mu_j||^2), Var_c = mean ||h - mu_c||^2
-    (Galanti et al. 2022, eq. CDNV), in float64 from the features."""
+    (Galanti et al. 2022, eq. CDNV), in float64 from the features of the same samples."""
     h = features.double().flatten(1)
     mu = class_means(h, labels, n_classes)
     sq = (h - mu[labels]).pow(2).sum(1)
     var = torch.zeros(n_classes, dtype=torch.float64, device=h.device).index_add_(0, labels, sq)
     var = var / torch.bincount(labels, minlength=n_classes).to(var)
-    return _pair_average(var, mu)
-
-
-def _cdnv(features: torch.Tensor, labels: torch.Tensor, n_classes: int) -> float:
-    try:                                        # the metrics engine's CDNV when it is there
-        from nclab.metrics import cdnv as engine_cdnv
-    except ImportError:
-        return cdnv_from_features(features, labels, n_classes)
-    return float(engine_cdnv(features.double().cpu().numpy(), labels.cpu().numpy()))
+    return float(cdnv(var, mu))
 
 
 @dataclass
@@ -338,7 +322,7 @@ def gc_report(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, labels
     return GCReport(gc=_summarise(ps, ps.values, ps.mean_var), class_gc=class_gc.tolist(),
                     class_gc_se=[p.se for p in parts], class_counts=[len(i) for i in per_class],
                     geometric_collapse=geometric_collapse(class_gc, means),
-                    cdnv=_cdnv(ps.outputs, labels, C), class_names=list(class_names or []))
+                    cdnv=cdnv_from_features(ps.outputs, labels, C), class_names=list(class_names or []))
 
 
 # --- the regulariser -----------------------------------------------------------------------------
