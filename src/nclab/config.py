@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +20,25 @@ from typing import Any
 import yaml
 
 from nclab.errors import NclabError
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-6`` (no dot) as a string; configs mean a float."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def yaml_load(text: str):
+    """Parse config YAML (safe: plain data only; ``1e-6`` is a float)."""
+    return yaml.load(text, Loader=_Loader)
 
 
 @dataclass
@@ -135,15 +155,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)        # YAML reads 1e-4 (no dot) as a string
-            except ValueError:
-                pass
         raise NclabError(f"{key}: expected a number, got {value!r}")
     if tp is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)               # e.g. name=10
         raise NclabError(f"{key}: expected a string, got {value!r}")
     if tp in (list, dict):
         if isinstance(value, tp):
@@ -205,7 +222,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise NclabError(f"override {text!r}: expected key=value (e.g. optim.lr=0.1)")
     key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
         raise NclabError(f"override {text!r}: value is not valid YAML ({e.problem})") from None
     return key.strip(), value
@@ -218,7 +235,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     if path is not None:
         p = Path(path)
         try:
-            data = yaml.safe_load(p.read_text())
+            data = yaml_load(p.read_text())
         except FileNotFoundError:
             raise NclabError(f"{p}: config file not found") from None
         except yaml.YAMLError as e:

@@ -53,6 +53,6 @@ def build_regularizers(entries: list) -> list[Regularizer]:
             raise unknown_name(f"regularizer (train.regularizers[{i}])", name, REGULARIZERS)
         try:
             regs.append(REGULARIZERS[name](**(opts or {})))
-        except TypeError as e:
+        except (TypeError, ValueError) as e:
             raise NclabError(f"train.regularizers[{i}].{name}: {e}") from None
     return regs

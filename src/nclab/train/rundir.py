@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from nclab.atomic import atomic_write_json, atomic_write_text, ensure_writable_dir, make_temp_dir
-from nclab.config import RunConfig, from_dict, to_dict
+from nclab.config import RunConfig, from_dict, to_dict, yaml_load
 from nclab.data.transforms import Preprocess
 from nclab.errors import NclabError
 
@@ -79,7 +79,7 @@ class RunDir:
 
     def config(self) -> RunConfig:
         try:
-            data = yaml.safe_load(self.config_path.read_text())
+            data = yaml_load(self.config_path.read_text())
             return from_dict(data)
         except (yaml.YAMLError, NclabError) as e:
             raise NclabError(f"{self.config_path}: {e}") from None

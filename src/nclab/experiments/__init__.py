@@ -1,0 +1,1 @@
+"""The papers' experiments, each a function that runs training / probes and returns records."""

@@ -1,0 +1,44 @@
+"""Shared fixtures. The whole session uses one private cache folder (NCLAB_CACHE_DIR), so
+tests never touch the user's cache and the glyphs are generated at most once per session."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+_CACHE = os.environ.setdefault("NCLAB_CACHE_DIR", tempfile.mkdtemp(prefix="nclab-test-cache-"))
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def tiny_dataset(name: str = "tiny", classes: int = 12, per_class: int = 10, size: int = 16, seed: int = 0):
+    """Random prototype images + noise, registered in-process only (fast loop tests)."""
+    from nclab.data.base import Dataset
+    rng = np.random.default_rng(seed)
+    protos = rng.random((classes, size, size)) > 0.6
+    imgs = np.concatenate([np.clip(protos[c] * 200 + rng.normal(0, 25, (per_class, size, size)), 0, 255)
+                           for c in range(classes)]).astype(np.uint8)
+    labels = np.repeat(np.arange(classes), per_class)
+    n_src = classes // 2
+    return Dataset(name, imgs, labels, [f"c{i:02d}" for i in range(classes)],
+                   {"source": np.arange(n_src), "val": np.arange(n_src, n_src + 2),
+                    "novel": np.arange(n_src + 2, classes)})
+
+
+@pytest.fixture(scope="session")
+def tiny_registered():
+    """Register the ``tiny`` dataset for in-process runs; returns its name."""
+    from nclab.data.registry import DATASETS, _ensure_readers
+    _ensure_readers()
+    DATASETS["tiny"] = lambda cfg: tiny_dataset()
+    return "tiny"
+
+
+@pytest.fixture(scope="session")
+def cache_dir() -> Path:
+    return Path(_CACHE)

@@ -1,0 +1,66 @@
+import pytest
+import torch
+
+from nclab.errors import NclabError
+from nclab.models import BACKBONES, create_model, simplex_etf
+
+CASES = [("conv4", {}, 1, 28, 64), ("resnet12", {}, 3, 32, 640), ("resnet18", {}, 3, 32, 512),
+         ("wrn", {"depth": 16, "widen": 2}, 3, 32, 128), ("mlp", {"hidden": [64, 32]}, 1, 28, 32)]
+
+
+@pytest.mark.parametrize("name, opts, c, s, d", CASES)
+def test_backbones_give_features_logits_and_layers(name, opts, c, s, d):
+    torch.manual_seed(0)
+    m = create_model(name, in_channels=c, num_classes=7, image_size=s, **opts).eval()
+    x = torch.randn(3, c, s, s)
+    h, z = m(x, return_features=True)
+    assert h.shape == (3, d) and z.shape == (3, 7) and m.feature_dim == d
+    assert torch.equal(m.features(x), h)
+    assert torch.allclose(z, h @ m.head.weight.T + m.head.bias)
+    inter = m.intermediate(x)
+    assert list(inter) == m.backbone.layer_names
+    last = list(inter.values())[-1]
+    assert torch.allclose(m.backbone.pool(last), h)        # features = pooled last stage
+    assert list(m.intermediate(x, layers=[m.backbone.layer_names[0]], pooled=True).values())[0].dim() == 2
+
+
+def test_wrn_28_10_width_and_resnet12_channels():
+    assert create_model("wrn", in_channels=3, num_classes=5, depth=28, widen=10).feature_dim == 640
+    r12 = create_model("resnet12", in_channels=3, num_classes=5)
+    assert [b.body[0].out_channels for b in r12.backbone.stages.values()] == [64, 160, 320, 640]
+
+
+@pytest.mark.parametrize("C, d", [(2, 5), (10, 64), (10, 9), (64, 640)])
+def test_simplex_etf_is_exact(C, d):
+    W = simplex_etf(C, d, dtype=torch.float64)
+    G = W @ W.T
+    expect = C / (C - 1) * (torch.eye(C, dtype=torch.float64) - 1 / C)
+    assert torch.allclose(G, expect, atol=1e-12)
+    assert torch.allclose(W.sum(0), torch.zeros(d, dtype=torch.float64), atol=1e-12)
+
+
+def test_etf_head_is_frozen():
+    m = create_model("conv4", num_classes=10, head="etf")
+    assert "head.weight" not in dict(m.named_parameters()) and "head.weight" in m.state_dict()
+    x = torch.randn(2, 1, 28, 28)
+    m(x).sum().backward()
+    assert m.head.weight.grad is None
+
+
+def test_bias_free_head():
+    m = create_model("conv4", num_classes=4, head="linear_nobias")
+    assert m.head.bias is None
+
+
+def test_errors_list_valid_names():
+    with pytest.raises(NclabError) as e:
+        create_model("resnet13")
+    assert "resnet12" in str(e.value) and all(b in str(e.value) for b in BACKBONES)
+    with pytest.raises(NclabError, match="widen"):
+        create_model("wrn", widden=4)
+    with pytest.raises(NclabError, match="6n\\+4"):
+        create_model("wrn", depth=27)
+    with pytest.raises(NclabError, match="head"):
+        create_model("conv4", head="cosine")
+    with pytest.raises(NclabError, match="dim >= 99"):
+        create_model("conv4", num_classes=100, head="etf")
