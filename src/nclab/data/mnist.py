@@ -28,26 +28,32 @@ from nclab.errors import NclabError
 
 FILES = {("train", "images"): "train-images-idx3-ubyte", ("train", "labels"): "train-labels-idx1-ubyte",
          ("test", "images"): "t10k-images-idx3-ubyte", ("test", "labels"): "t10k-labels-idx1-ubyte"}
-# MD5 of the published .gz files (as torchvision checks them).
+# MD5 of the uncompressed IDX files of the official releases (compressed copies differ by
+# gzip header: Debian re-compresses them).
 MD5 = {
-    "mnist": {"train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-              "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
-              "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
-              "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"},
-    "fashion-mnist": {"train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-                      "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
-                      "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
-                      "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310"},
+    "mnist": {"train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+              "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+              "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+              "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637"},
+    "fashion-mnist": {"train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+                      "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+                      "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+                      "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965"},
 }
 DEFAULT_ROOTS = {"fashion-mnist": "/usr/share/datasets/fashion-mnist"}
 
 
-def read_idx(path: Path, ndim: int) -> np.ndarray:
-    """A uint8 IDX array (magic 0x0000 08 ndim, big-endian int32 dims, then the data)."""
+def read_idx_bytes(path: Path) -> bytes:
+    """The (decompressed) bytes of an IDX file."""
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        return gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as e:
         raise NclabError(f"{path}: corrupt or truncated file ({type(e).__name__}: {e})") from None
+
+
+def read_idx(path: Path, ndim: int, raw: bytes | None = None) -> np.ndarray:
+    """A uint8 IDX array (magic 0x0000 08 ndim, big-endian int32 dims, then the data)."""
+    raw = read_idx_bytes(path) if raw is None else raw
     if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != 0x08 or raw[3] != ndim:
         raise NclabError(f"{path}: not a uint8 IDX file with {ndim} dimension(s) "
                          f"(expected magic 00 00 08 {ndim:02x}, got {raw[:4].hex(' ') or 'nothing'})")
@@ -67,10 +73,6 @@ def _find(root: Path, base: str) -> Path:
     raise NclabError(f"{root}: missing {base}[.gz] (IDX files {', '.join(FILES.values())})")
 
 
-def _md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
 def _read(cfg: DataConfig, name: str, class_names: list[str]) -> Dataset:
     root = cfg.root or DEFAULT_ROOTS.get(name)
     if not root:
@@ -79,10 +81,12 @@ def _read(cfg: DataConfig, name: str, class_names: list[str]) -> Dataset:
     if not root.is_dir():
         raise NclabError(f"{root}: {name} data folder not found")
     paths = {k: _find(root, v) for k, v in FILES.items()}
+    raw = {k: read_idx_bytes(p) for k, p in paths.items()}
+    md5_ok = {FILES[k]: hashlib.md5(b).hexdigest() == MD5[name][FILES[k]] for k, b in raw.items()}
     images, labels, parts = [], [], {}
     for part in ("train", "test"):
-        im = read_idx(paths[part, "images"], 3)
-        lab = read_idx(paths[part, "labels"], 1).astype(np.int64)
+        im = read_idx(paths[part, "images"], 3, raw[part, "images"])
+        lab = read_idx(paths[part, "labels"], 1, raw[part, "labels"]).astype(np.int64)
         if len(im) != len(lab):
             raise NclabError(f"{paths[part, 'labels']}: {len(lab)} labels, expected {len(im)} "
                              f"(one per image of {paths[part, 'images'].name})")
@@ -99,13 +103,9 @@ def _read(cfg: DataConfig, name: str, class_names: list[str]) -> Dataset:
             raise NclabError(f"data.image_size: expected a positive size, got {size}")
         images = cached_arrays(name, {"size": size, "files": file_signature(paths.values())},
                                lambda: {"images": resize_area(images, size)})["images"]
-    known = MD5[name]
-    gz = [p for p in paths.values() if p.name in known]
-    if len(gz) == len(paths):
-        bad = [p.name for p in gz if _md5(p) != known[p.name]]
-        checksum = f"differs from the published MD5 of {', '.join(bad)}" if bad else "ok (published MD5)"
-    else:
-        checksum = "unknown (published MD5s are of the .gz files)"
+    bad = [f for f, ok in md5_ok.items() if not ok]
+    checksum = f"differs from the official MD5 of {', '.join(bad)}" if bad else "ok (official MD5)"
+    del raw
     counts = np.bincount(labels, minlength=len(class_names))
     checks = {"checksum": checksum, "labels_in_range": True, "class_lists_complete": True,
               "samples_per_class": [int(counts.min()), int(counts.max())]}
