@@ -1,0 +1,85 @@
+"""`nclab features`: a run's splits and any image folder, with exactly the run's preprocessing."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nclab.errors import NclabError
+from nclab.extract import features_of_folder, features_of_split, load_feature_source, load_run, match_ink, write_features
+from nclab.featurefile import load_features
+from nclab.train.run import start_run
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, tiny_registered):
+    out = tmp_path_factory.mktemp("feat") / "run"
+    return start_run(None, [f"data.name={tiny_registered}", "train.epochs=2", "train.batch_size=12",
+                            "trainer.progress=false", "model.options.width=8"], out=out)
+
+
+def test_split_features_are_the_networks_own(run, tmp_path):
+    loaded = load_run(run.path)
+    fs = features_of_split(loaded, "test")
+    assert fs.features.dtype == np.float32 and fs.features.shape[1] == 8
+    # Recompute by hand: normalise with the run's saved mean / std, forward through the backbone.
+    from nclab.data.prepare import prepare_data
+    raw = prepare_data(loaded.config.data).splits["test"]
+    pre = loaded.preprocess
+    x = (torch.as_tensor(raw.images).float()[:, None] / 255 - pre.mean[0]) / pre.std[0]
+    with torch.no_grad():
+        ref = loaded.model.backbone(x).numpy()
+    assert np.allclose(fs.features, ref, atol=1e-6) and np.array_equal(fs.labels, raw.labels)
+    W = loaded.model.head.weight.detach().numpy()
+    assert np.allclose(fs.W, W) and fs.b.shape == (6,)
+    logits = fs.features @ fs.W.T + fs.b
+    assert np.array_equal(logits.argmax(1), (ref @ W.T + loaded.model.head.bias.detach().numpy()).argmax(1))
+    novel = features_of_split(loaded, "novel")
+    assert novel.W is None and novel.n_classes == 4
+
+
+def test_feature_file_round_trip_and_cli_source(run, tmp_path):
+    out = tmp_path / "f.npz"
+    fs = write_features(str(run.path), str(out), split="train")
+    back = load_features(out)
+    assert np.array_equal(back.features, fs.features) and np.array_equal(back.labels, fs.labels)
+    assert back.class_names == fs.class_names and np.array_equal(back.W, fs.W)
+    same = load_feature_source(run.path, "train")
+    assert np.array_equal(same.features, fs.features)
+    with pytest.raises(NclabError, match="--split"):
+        load_feature_source(run.path, None)
+
+
+@pytest.mark.parametrize("ink", ["dark", "auto"])
+def test_folder_with_dark_ink_gives_the_split_features(run, tmp_path, ink):
+    loaded = load_run(run.path)
+    from nclab.data.prepare import prepare_data
+    novel = prepare_data(loaded.config.data).splits["novel"]
+    for i, (img, y) in enumerate(zip(novel.images, novel.labels)):
+        d = tmp_path / "imgs" / "set" / novel.class_names[y]
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(255 - img).save(d / f"{i:03d}.png")         # black ink on white paper
+    got = features_of_folder(loaded, tmp_path / "imgs", ink=ink)
+    ref = features_of_split(loaded, "novel")
+    assert got.class_names == [f"set/{c}" for c in ref.class_names]        # class = leaf folder path
+    assert np.allclose(got.features, ref.features, atol=1e-6) and np.array_equal(got.labels, ref.labels)
+
+
+def test_match_ink_auto_inverts_only_light_paper():
+    a = np.zeros((2, 6, 6), np.uint8)
+    a[0, 2:4, 2:4] = 255                  # bright ink on dark: unchanged
+    a[1] = 255
+    a[1, 2:4, 2:4] = 0                    # dark ink on light paper: inverted
+    out = match_ink(a, "auto")
+    assert np.array_equal(out[0], a[0]) and np.array_equal(out[1], 255 - a[1])
+
+
+def test_bad_inputs(run, tmp_path):
+    with pytest.raises(NclabError, match="not a run directory"):
+        load_run(tmp_path)
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(NclabError, match="bad.npz"):
+        load_features(bad)
+    with pytest.raises(NclabError, match="no such image folder"):
+        features_of_folder(load_run(run.path), tmp_path / "nope")
