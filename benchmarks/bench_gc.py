@@ -25,20 +25,25 @@ from nclab.metrics.gc import GCRegularizer, geometric_complexity
 from nclab.models import create_model
 
 
-def glyph_images(n: int) -> tuple[torch.Tensor, np.ndarray, str]:
-    """n preprocessed glyph images of the source classes; random 28x28 images if glyphs are absent."""
-    try:
-        from nclab.config import DataConfig
-        from nclab.data import load_dataset
-        from nclab.data.transforms import Preprocess
-        ds = load_dataset(DataConfig())
+def glyph_images(n: int, omniglot_root: str) -> tuple[torch.Tensor, np.ndarray, str]:
+    """n preprocessed source-class images: the built-in glyphs, else Omniglot (if ``omniglot_root``
+    holds it), else random 28x28 images; the description says which and why."""
+    from nclab.config import DataConfig
+    from nclab.data import load_dataset
+    from nclab.data.transforms import Preprocess
+    why = []
+    for cfg in (DataConfig(), DataConfig(name="omniglot", root=omniglot_root)):
+        try:
+            ds = load_dataset(cfg)
+        except Exception as e:                          # noqa: BLE001 - the fallback is reported in the output
+            why.append(f"{cfg.name}: {e}")
+            continue
         src = ds.class_set("source")
-        idx = np.random.default_rng(0).permutation(len(src))[:n]
+        idx = np.sort(np.random.default_rng(0).permutation(len(src))[:n])
         pre = Preprocess.fit(src.images)
-        return pre(src.images[idx]), src.labels[idx], f"glyphs ({len(idx)} source images)"
-    except Exception as e:                              # noqa: BLE001 - the fallback is reported in the output
-        g = torch.Generator().manual_seed(0)
-        return torch.randn((n, 1, 28, 28), generator=g), np.zeros(n, dtype=np.int64), f"random 28x28 ({e})"
+        return pre(src.images[idx]), src.labels[idx], f"{cfg.name} ({len(idx)} source images, {src.image_shape})"
+    g = torch.Generator().manual_seed(0)
+    return torch.randn((n, 1, 28, 28), generator=g), np.zeros(n, dtype=np.int64), f"random 28x28 ({'; '.join(why)})"
 
 
 def calibrated(name: str, x: torch.Tensor, classes: int) -> nn.Module:
@@ -111,11 +116,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--omniglot-root", default="../shared/data/omniglot", help="fallback data if glyphs are absent")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    x, labels, source = glyph_images(args.images)
-    y = torch.as_tensor(labels)
+    x, labels, source = glyph_images(args.images, args.omniglot_root)
+    y = torch.as_tensor(np.unique(labels, return_inverse=True)[1])
     classes = int(y.max()) + 1
     print(f"data: {source}; threads {args.threads}")
     results = {"data": source, "threads": args.threads, "models": {}}

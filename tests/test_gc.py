@@ -102,6 +102,15 @@ def test_elementwise_nonlinearities_closed_form():
     assert geometric_complexity(lambda z: torch.tanh(z @ B.T), x).value == pytest.approx(truth, rel=1e-12)
 
 
+def test_maps_that_ignore_x_have_zero_gc():
+    x = torch.randn(6, 4)
+    w = nn.Parameter(torch.randn(3))
+    for f in (lambda z: torch.ones(len(z), 3), lambda z: w.expand(len(z), 3) * 2):
+        for probes, out_chunk in ((None, 1), (None, 2), (2, 1), (2, 2)):
+            r = geometric_complexity(f, x, probes=probes, out_chunk=out_chunk)
+            assert r.value == 0 and r.out_dim == 3
+
+
 def test_multidimensional_outputs_are_flattened():
     torch.manual_seed(4)
     A = torch.randn(12, 10, dtype=torch.float64)

@@ -165,10 +165,14 @@ def _vjp_sq_norms(y: torch.Tensor, x: torch.Tensor, V: torch.Tensor) -> torch.Te
     K = 1 is one backward pass; K > 1 vmaps the backward (``is_grads_batched``), which pays
     off on GPUs but was slower than a loop on CPU (measured: benchmarks/bench_gc.py).
     """
+    if not y.requires_grad:                              # f does not depend on anything: J = 0
+        return torch.zeros(V.shape[:2], dtype=torch.float64, device=V.device)
     if V.shape[0] == 1:
-        g, = torch.autograd.grad(y, x, V[0], retain_graph=True)
+        g, = torch.autograd.grad(y, x, V[0], retain_graph=True, allow_unused=True)
+        g = torch.zeros_like(x) if g is None else g
         return g.detach().flatten(1).pow(2).sum(1, dtype=torch.float64)[None]
-    g, = torch.autograd.grad(y, x, V, retain_graph=True, is_grads_batched=True)
+    g, = torch.autograd.grad(y, x, V, retain_graph=True, is_grads_batched=True, allow_unused=True)
+    g = x.new_zeros((len(V),) + x.shape) if g is None else g
     return g.detach().flatten(2).pow(2).sum(2, dtype=torch.float64)
 
 
