@@ -1,0 +1,127 @@
+"""Real processes: a training run killed with SIGKILL and resumed; two-process DDP; the CLI."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from nclab.train.run import start_run
+
+NCLAB = [sys.executable, "-m", "nclab"]
+SMALL = ["data.name=glyphs", "data.source_classes=40", "model.options.width=16", "train.epochs=3",
+         "train.batch_size=16", "trainer.threads=1", "trainer.progress=false", "optim.lr=0.05"]
+
+
+def _records(path):
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
+            for line in (path / "metrics.jsonl").read_text().splitlines()]
+
+
+def _cli(*args, **kw):
+    return subprocess.run(NCLAB + list(args), capture_output=True, text=True, **kw)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_after_step", [13, 47])      # mid-epoch 1; mid-epoch 2 after a record
+def test_killed_run_resumes_bitwise_identical(tmp_path, kill_after_step):
+    args = SMALL + ["trainer.ckpt_every_steps=5"]
+    ref = tmp_path / "ref"
+    p = _cli("train", *args, "--out", str(ref))
+    assert p.returncode == 0, p.stderr
+
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(NCLAB + ["train", *args, "--out", str(cut)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    pointer = cut / "checkpoints" / "latest.json"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        try:
+            if json.loads(pointer.read_text())["global_step"] >= kill_after_step - 3:
+                break
+        except (FileNotFoundError, ValueError):
+            pass
+        assert proc.poll() is None, "run ended before it could be killed"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (cut / "summary.json").exists() and not (cut / "model.safetensors").exists()
+
+    p = _cli("train", "--resume", str(cut))
+    assert p.returncode == 0, p.stderr
+    a, b = load_file(ref / "model.safetensors"), load_file(cut / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _records(ref) == _records(cut) and len(_records(cut)) == 3
+
+
+@pytest.mark.slow
+def test_two_process_ddp_trains_the_same_model(tmp_path):
+    args = ["data.name=glyphs", "data.source_classes=20", "model.backbone=mlp", "model.options={hidden: [64]}",
+            "train.epochs=2", "train.batch_size=32", "trainer.progress=false", "optim.lr=0.05"]
+    one = start_run(None, args, out=tmp_path / "one")
+    two = start_run(None, args + ["trainer.devices=2"], out=tmp_path / "two")
+    a, b = load_file(one.weights_path), load_file(two.weights_path)
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5), k
+    ra, rb = one.records(), two.records()
+    for x, y in zip(ra, rb):
+        assert x["step"] == y["step"] and abs(x["loss"] - y["loss"]) < 1e-5
+        assert abs(x["train_acc"] - y["train_acc"]) < 1e-9 or abs(x["train_acc"] - y["train_acc"]) < 2 / 320
+    # the update moved the weights: equality above is not two untouched initialisations
+    init = start_run(None, args + ["train.epochs=1", "optim.lr=1e-9"], out=tmp_path / "init")
+    c = load_file(init.weights_path)
+    assert not torch.allclose(a["backbone.stages.fc1.0.weight"], c["backbone.stages.fc1.0.weight"], atol=1e-4)
+
+
+@pytest.mark.slow
+def test_cli_end_to_end(tmp_path):
+    for sub in ["", "quickstart", "train", "features", "data", "data info", "data show", "measure", "fewshot", "gc"]:
+        p = _cli(*sub.split(), "--help")
+        assert p.returncode == 0 and "usage" in p.stdout, sub
+    p = _cli("data", "info", "glyphs", "--json")
+    assert p.returncode == 0, p.stderr
+    info = json.loads(p.stdout)
+    assert sum(v["n_classes"] for v in info["splits"].values()) >= 1500
+    assert min(v["min_per_class"] for v in info["splits"].values()) >= 20
+    assert set(info["splits"]) == {"source", "val", "novel"} and info["image_shape"] == [28, 28]
+    p = _cli("data", "show", "glyphs", "--out", str(tmp_path / "grid.png"), "--classes", "5")
+    assert p.returncode == 0 and (tmp_path / "grid.png").read_bytes()[:4] == b"\x89PNG"
+
+    run = tmp_path / "run"
+    p = _cli("train", *SMALL[:-2], "train.epochs=1", "--out", str(run))
+    assert p.returncode == 0, p.stderr
+    assert "epochs: 1" in (run / "config.yaml").read_text()
+    p = _cli("features", str(run), "--split", "novel", "--out", str(tmp_path / "novel.npz"))
+    assert p.returncode == 0, p.stderr
+    with np.load(tmp_path / "novel.npz") as z:
+        assert z["features"].shape[1] == 16 and z["features"].dtype == np.float32 and "W" not in z.files
+        assert len(z["class_names"]) == info["splits"]["novel"]["n_classes"]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["train", "data.name=glyphz"], "glyphs"),
+    (["train", "model.backbone=convv4"], "conv4"),
+    (["train", "optim.lrr=0.1"], "optim.lr"),
+    (["train", "data.name=omniglot", "data.root=/nonexistent/omni"], "/nonexistent/omni"),
+    (["measure", "/nonexistent/f.npz"], "/nonexistent/f.npz"),
+    (["features", "/nonexistent/run", "--split", "novel", "--out", "x.npz"], "/nonexistent/run"),
+])
+def test_cli_bad_input_exit_2_one_line_nothing_left(tmp_path, args, needle):
+    p = _cli(*args, "--out", str(tmp_path / "run")) if args[0] == "train" else _cli(*args, cwd=tmp_path)
+    assert p.returncode == 2, p.stderr
+    err = p.stderr.strip()
+    assert len(err.splitlines()) == 1 and needle in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_unwritable_output(tmp_path):
+    (tmp_path / "f").write_text("")
+    p = _cli("train", "data.name=glyphs", "--out", str(tmp_path / "f" / "run"))
+    assert p.returncode == 2 and str(tmp_path / "f") in p.stderr
