@@ -19,7 +19,7 @@ import numpy as np
 from nclab.config import DataConfig
 from nclab.data.base import Dataset
 from nclab.data.glyphs.generate import GENERATOR_VERSION, GlyphArrays, generate_glyphs, load_glyphs
-from nclab.data.glyphs.inventory import build_inventory
+from nclab.data.glyphs.inventory import THRESHOLD
 from nclab.data.glyphs.scripts import split_of
 from nclab.data.registry import register_dataset
 
@@ -30,12 +30,11 @@ def glyphs_dataset(arr: GlyphArrays) -> Dataset:
     """Wrap generated arrays as a :class:`Dataset` with the standard split by script."""
     groups = arr.scripts
     splits = {s: np.flatnonzero([split_of(g) == s for g in groups]) for s in ("source", "val", "novel")}
-    inv = build_inventory()
     return Dataset(name="glyphs", images=arr.images, labels=arr.labels, class_names=arr.class_names,
                    class_splits=splits, groups=groups, flip=False,
                    meta={"generator_version": GENERATOR_VERSION, "image_size": int(arr.images.shape[1]),
                          "codepoints": [int(c) for c in arr.codepoints],
-                         "n_candidates": inv.n_candidates, "n_dropped_homoglyphs": inv.n_dropped_homoglyphs})
+                         "homoglyph_threshold": THRESHOLD})
 
 
 @register_dataset("glyphs")
