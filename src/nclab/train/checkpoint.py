@@ -21,17 +21,18 @@ from nclab.errors import NclabError
 CKPT = "checkpoints"
 
 
-def rng_state() -> dict:
+def rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    """This process's RNG state: the CPU generator, and the CUDA one of ``device`` if any."""
     state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def save_weights(path: Path, module: torch.nn.Module) -> None:

@@ -108,7 +108,7 @@ def train_worker(fabric, run_dir: str | Path, callbacks: Sequence[EpochCallback]
         state = load_state(ckpt[1])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"][fabric.global_rank])
+        set_rng_state(state["rng"][fabric.global_rank], fabric.device)
         epoch, step, global_step = state["epoch"], state["step"], state["global_step"]
         seconds_done = state["seconds"]
         for k in sums:
@@ -119,11 +119,10 @@ def train_worker(fabric, run_dir: str | Path, callbacks: Sequence[EpochCallback]
 
     def checkpoint(records: int) -> None:
         gathered = {k: fabric.all_gather(v).reshape(world).cpu() for k, v in sums.items()}
-        rngs = [r for r in _gather_rng(fabric)]
         if rank0:
             save_checkpoint(run.path, model, {
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": rngs, "epoch": epoch, "step": step, "global_step": global_step,
+                "rng": _gather_rng(fabric), "epoch": epoch, "step": step, "global_step": global_step,
                 "seconds": seconds_done + time.perf_counter() - t_start, "sums": gathered, "records": records})
         fabric.barrier()
 
@@ -194,9 +193,9 @@ def train_worker(fabric, run_dir: str | Path, callbacks: Sequence[EpochCallback]
 
 
 def _gather_rng(fabric) -> list[dict]:
-    """Every rank's RNG state (CPU generator as a uint8 tensor), in rank order."""
-    mine = torch.get_rng_state()
+    """Every rank's RNG state, in rank order (each state is a few fixed-size uint8 tensors)."""
+    mine = rng_state(fabric.device)
     if fabric.world_size == 1:
-        return [rng_state()]
-    allr = fabric.all_gather(mine.to(fabric.device)).cpu()
-    return [{"torch": allr[i].clone()} for i in range(fabric.world_size)]
+        return [mine]
+    gathered = {k: fabric.all_gather(v.to(fabric.device)).cpu() for k, v in mine.items()}
+    return [{k: g[i].clone() for k, g in gathered.items()} for i in range(fabric.world_size)]
