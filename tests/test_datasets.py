@@ -29,7 +29,11 @@ def _cache(tmp_path, monkeypatch):
 
 
 def cache_files(tmp_path):
-    return sorted(p.name for p in (tmp_path / "cache").rglob("*") if p.is_file())
+    return sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "cache").rglob("*") if p.is_file())
+
+
+def cache_entries(tmp_path):
+    return sorted(p for p in (tmp_path / "cache").glob("datasets/*/*"))
 
 
 def load(name, root, **kw):
@@ -186,9 +190,13 @@ def test_mini_imagenet_csv_layouts_and_pickles(tmp_path):
     assert {k: v.tolist() for k, v in a.class_splits.items()} == {"source": [0, 1, 2], "val": [3], "novel": [4, 5]}
     assert np.array_equal(a.images, np.stack(list(arrays.values())))             # CSV order, pixel exact
     assert a.meta["checks"]["standard_counts"] is False and a.flip is True
-    assert len(cache_files(tmp_path)) == 2                                       # decoded arrays cached
+    assert len(cache_entries(tmp_path)) == 2                                     # decoded arrays cached
     again = load("mini-imagenet", tmp_path / "a")
-    assert again.fingerprint() == a.fingerprint() and len(cache_files(tmp_path)) == 2
+    assert again.fingerprint() == a.fingerprint() and len(cache_entries(tmp_path)) == 2
+    (cache_entries(tmp_path)[0] / "images.npy").write_bytes(b"corrupt")          # unreadable entry: rebuilt
+    assert load("mini-imagenet", tmp_path / "a").fingerprint() == a.fingerprint()
+    assert load("mini-imagenet", tmp_path / "b").fingerprint() == a.fingerprint()
+    assert all(np.load(e / "images.npy").shape == a.images.shape for e in cache_entries(tmp_path))
     small = load("mini-imagenet", tmp_path / "a", image_size=32)
     assert np.array_equal(small.images, resize_area(a.images, 32))
     # RFS pickles: global labels, catname2label names the classes

@@ -26,7 +26,11 @@ def _cache(tmp_path, monkeypatch):
 
 
 def cache_files(tmp_path):
-    return sorted(p.name for p in (tmp_path / "cache").rglob("*") if p.is_file())
+    return sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "cache").rglob("*") if p.is_file())
+
+
+def cache_entries(tmp_path):
+    return sorted(p for p in (tmp_path / "cache").glob("datasets/*/*"))
 
 
 def area_brute(img: np.ndarray, size: int) -> np.ndarray:
@@ -73,8 +77,9 @@ def test_real_vinyals_split_and_cache(tmp_path):
     assert ds.class_names == lines["train"] + lines["val"] + lines["test"]
     assert len(ds.labels) == 20 * len(ds.class_names)
     base = load_dataset(DataConfig(name="omniglot", root=str(REAL)))            # served from the cache
-    files = cache_files(tmp_path)
-    assert len(files) == 1 and files[0].endswith(".npz")
+    entries = cache_entries(tmp_path)
+    assert len(entries) == 1 and sorted(f.name for f in entries[0].iterdir()) == \
+        ["class_names.npy", "groups.npy", "images.npy", "labels.npy", "meta.npy", "sets.npy"]
     idx = {n: i for i, n in enumerate(base.class_names)}
     for c in (0, 1, 2, 3, 5000, 6491):
         name = ds.class_names[c]
