@@ -213,6 +213,13 @@ def test_mini_imagenet_csv_layouts_and_pickles(tmp_path):
         offset += len(wnids)
     r = load("mini-imagenet", rfs)
     assert r.class_names == a.class_names and np.array_equal(r.images, a.images) and np.array_equal(r.labels, a.labels)
+    # split folders <root>/{train,val,test}/<wnid>/<image> without CSVs
+    for f, wnids in MINI.items():
+        for w in wnids:
+            (tmp_path / "s" / f).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "b" / w).rename(tmp_path / "s" / f / w)
+    s = load("mini-imagenet", tmp_path / "s")
+    assert s.fingerprint() == a.fingerprint() and s.meta["layout"] == "split folders"
 
 
 def test_mini_imagenet_jpeg_decoding_matches_pil(tmp_path):

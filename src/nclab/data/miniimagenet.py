@@ -3,6 +3,7 @@
 
 - ``images/`` plus ``{train,val,test}.csv`` (rows ``filename,label``, label = WordNet id);
 - the same CSVs over a class-folder tree ``<root>/<wnid>/<filename>``;
+- split folders without CSVs, ``<root>/{train,val,test}/<wnid>/<image>`` (files sorted);
 - the RFS pickles ``miniImageNet_category_split_train_phase_train.pickle``,
   ``..._val.pickle``, ``..._test.pickle`` (keys ``data``, ``labels``, ``catname2label``),
   through :mod:`nclab.data.safe_pickle`.
@@ -79,6 +80,22 @@ def _csv_layout(root: Path):
     return paths, np.array(labels, dtype=np.int64), names, class_splits
 
 
+def _folder_layout(root: Path):
+    """Paths, labels, class names, class splits of ``<root>/{train,val,test}/<wnid>/<image>``."""
+    from nclab.data.folder import image_tree
+    paths, labels, names, class_splits = [], [], [], {}
+    for split, f in FILE_SPLITS:
+        start = len(names)
+        for wnid, files in image_tree(root / f).items():
+            if wnid in names:
+                raise NclabError(f"{root / f / wnid}: class {wnid!r} is in two split folders; expected disjoint splits")
+            paths += files
+            labels += [len(names)] * len(files)
+            names.append(wnid)
+        class_splits[split] = np.arange(start, len(names))
+    return paths, np.array(labels, dtype=np.int64), names, class_splits
+
+
 def _decode(paths: list[Path], size: int) -> dict[str, np.ndarray]:
     return {"images": read_images(paths, channels=3, size=size)}
 
@@ -97,20 +114,23 @@ def read_mini_imagenet(cfg: DataConfig) -> Dataset:
     if size < 1:
         raise NclabError(f"data.image_size: expected a positive size, got {size}")
     checks: dict = {}
-    if all((root / f"{f}.csv").is_file() for _, f in FILE_SPLITS):
-        paths, labels, names, class_splits = _csv_layout(root)
-        csvs = [root / f"{f}.csv" for _, f in FILE_SPLITS]
+    csv_layout = all((root / f"{f}.csv").is_file() for _, f in FILE_SPLITS)
+    if csv_layout or all((root / f).is_dir() for _, f in FILE_SPLITS):
+        layout = "csv" if csv_layout else "split folders"
+        paths, labels, names, class_splits = (_csv_layout if csv_layout else _folder_layout)(root)
+        csvs = [root / f"{f}.csv" for _, f in FILE_SPLITS] if csv_layout else []
         folders = sorted({p.parent for p in paths})
-        key = {"layout": "csv", "size": size, "files": file_signature(csvs + folders)}
+        key = {"layout": layout, "size": size, "files": file_signature(csvs + folders)}
         images = cached_arrays("mini-imagenet", key, lambda: _decode(paths, size))["images"]
-        meta = {"layout": "csv", "root": str(root)}
+        meta = {"layout": layout, "root": str(root)}
         checks["checksum"] = "unknown (no published checksums for the images)"
     else:
         files = {s: root / RFS_FILES[f] for s, f in FILE_SPLITS}
         missing = [p for p in files.values() if not p.is_file()]
         if len(missing) == len(files):
-            raise NclabError(f"{root}: expected train.csv, val.csv, test.csv (with images/ or class folders) "
-                             "or the RFS miniImageNet_category_split_*.pickle files (mini-imagenet)")
+            raise NclabError(f"{root}: expected train.csv, val.csv, test.csv (with images/ or class folders), "
+                             "train/ val/ test/ class folders, or the RFS miniImageNet_category_split_*.pickle "
+                             "files (mini-imagenet)")
         if missing:
             raise NclabError(f"{missing[0]}: missing; expected all three RFS split pickles")
         images, labels, names, class_splits, meta = read_split_pickles(files)
