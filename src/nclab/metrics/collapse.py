@@ -18,6 +18,7 @@ reported, and CDNV is then infinite (null in JSON).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field, fields
 
@@ -26,7 +27,7 @@ import torch
 from torch import Tensor
 
 from nclab.errors import NclabError
-from nclab.metrics.stats import CentredPass, ClassMoments, ClassStats
+from nclab.metrics.stats import CentredPass, ClassMoments, ClassStats, check_finite
 
 __all__ = [
     "CollapseRecord", "MeanGeometry", "PairStats", "measure", "measure_from_stats", "centred_pass",
@@ -415,8 +416,7 @@ def centred_pass(moments: ClassMoments, geometry: MeanGeometry | None = None, W=
     geo = geometry or mean_geometry(moments.means[used], moments.counts[used], global_mean, rtol)
     C, d = moments.means.shape
     W, b = _classifier(W, b, C, d, moments.means.device)
-    return CentredPass(moments.means[used], used, C, basis=geo.Vh.T.contiguous(), proj=geo.U * geo.S,
-                       centre=geo.g, W=W, b=b)
+    return CentredPass(moments.means[used], used, C, basis=geo.Vh.T.contiguous(), proj=geo.U * geo.S, W=W, b=b)
 
 
 def _record(moments: ClassMoments, geo: MeanGeometry, quad: Tensor, sqdev: Tensor, ncc: dict | None,
@@ -482,6 +482,20 @@ def measure_from_stats(stats: ClassStats | ClassMoments, W=None, b=None, *, cent
                    coincide_rtol=coincide_rtol, dtype="float64", global_mean=global_mean)
 
 
+@contextlib.contextmanager
+def _intraop_threads(n: int | None):
+    """Temporarily set torch's CPU intra-op threads (None: leave as is)."""
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def _to_tensor(a, what: str) -> Tensor:
     if isinstance(a, Tensor):
         return a
@@ -493,7 +507,7 @@ def _to_tensor(a, what: str) -> Tensor:
 
 def measure(features, labels, W=None, b=None, *, n_classes: int | None = None, global_mean: str = "unweighted",
             variance: str = "biased", rtol: float | None = None, cdnv_power: float = 2.0,
-            coincide_rtol: float = 1e-10, chunk_rows: int | None = None) -> CollapseRecord:
+            coincide_rtol: float = 1e-10, chunk_rows: int | None = None, num_threads: int | None = 1) -> CollapseRecord:
     """All collapse metrics of in-memory features (N x d, any float dtype, numpy or torch) with
     labels (N ints), optionally the classifier W (C x d) and bias b (C).
 
@@ -502,7 +516,12 @@ def measure(features, labels, W=None, b=None, *, n_classes: int | None = None, g
     network decisions (:class:`CentredPass`). Cost ~ N d (K + C) flops; memory ~ chunk + K d.
     Options: ``global_mean`` ('unweighted' | 'weighted'), ``variance`` ('biased' 1/n |
     'unbiased' 1/(n-1)), ``rtol`` (relative SVD tolerance for the rank of M), ``cdnv_power``,
-    ``coincide_rtol``, ``n_classes`` (C when some classes may be empty)."""
+    ``coincide_rtol``, ``n_classes`` (C when some classes may be empty), ``chunk_rows``.
+
+    ``num_threads`` (default 1) limits torch's CPU threads during the two passes: each chunk is
+    a handful of cache-resident, memory-bound operations plus thin GEMMs, for which thread
+    barriers cost more than they save, and which slow down ~10x when cores are shared with
+    other processes (measured: BENCHMARKS.md). None keeps torch's setting."""
     _options(global_mean, variance, cdnv_power)
     X = _to_tensor(features, "features")
     y = _to_tensor(labels, "labels")
@@ -524,23 +543,26 @@ def measure(features, labels, W=None, b=None, *, n_classes: int | None = None, g
     C = n_classes if n_classes is not None else (int(np.shape(W)[0]) if W is not None else top)
     if top > C:
         raise NclabError(f"labels: expected values in 0..{C - 1}, got {top - 1}")
-    finite = torch.isfinite(X)
-    if not bool(finite.all()):
-        bad = (~finite).nonzero()[0].tolist()
-        raise NclabError(f"features: {int((~finite).sum())} non-finite values (first at row {bad[0]}, column {bad[1]}); "
-                         "expected finite numbers")
-    del finite
     Wt, bt = _classifier(W, b, C, d, X.device)
-    rows = chunk_rows or max(64, (1 << 22) // max(d, C))
-    first = ClassStats(C, d, scatter=False)
-    for i in range(0, N, rows):
-        first.update(X[i:i + rows], y[i:i + rows])
+    # chunks of ~4 MiB of float64 stay in cache through the few element-wise passes of an update
+    # and are recycled by the allocator (larger ones are mapped and page-faulted afresh each time)
+    rows = chunk_rows or max(16, (1 << 19) // max(d, C))
+    # pass 1 needs only class sums: one common shift (first chunk's mean) keeps them exact
+    with _intraop_threads(num_threads if X.device.type == "cpu" else None):
+        first = ClassStats(C, d, scatter=False, shift=X[:rows].to(torch.float64).mean(0))
+        for i in range(0, N, rows):
+            try:
+                first.update(X[i:i + rows], y[i:i + rows])
+            except NclabError:
+                check_finite(X[i:i + rows], offset=i)      # name the row of the whole array
+                raise
     mom = first.compute()
     used, _ = _used(mom)
     geo = mean_geometry(mom.means[used], mom.counts[used], global_mean, rtol)
     second = centred_pass(mom, geo, Wt, bt)
-    for i in range(0, N, rows):
-        second.update(X[i:i + rows], y[i:i + rows])
+    with _intraop_threads(num_threads if X.device.type == "cpu" else None):
+        for i in range(0, N, rows):
+            second.update(X[i:i + rows], y[i:i + rows])
     res = second.compute()
     return _record(mom, geo, res["quad"], res["sqdev"], res, Wt, variance=variance, power=cdnv_power,
                    coincide_rtol=coincide_rtol, dtype=str(X.dtype).replace("torch.", ""), global_mean=global_mean)

@@ -55,7 +55,9 @@ class ClassMoments:
         return int(self.counts.sum())
 
 
-def _as_batch(features, labels, num_classes: int, dim: int) -> tuple[Tensor, Tensor]:
+def _as_batch(features, labels, num_classes: int, dim: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(features as float64, labels as int64, features as given); the float64 tensor is a fresh
+    copy (safe to modify in place) unless the input already was float64."""
     h = torch.as_tensor(features)
     y = torch.as_tensor(labels)
     if h.ndim != 2 or h.shape[1] != dim:
@@ -69,12 +71,22 @@ def _as_batch(features, labels, num_classes: int, dim: int) -> tuple[Tensor, Ten
     y = y.to(device=h.device, dtype=torch.int64)
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
         raise NclabError(f"labels: expected values in 0..{num_classes - 1}, got {int(y.min())}..{int(y.max())}")
+    h64 = h.to(torch.float64)
+    check_finite(h64)
+    return h64, y, h
+
+
+def check_finite(h: Tensor, offset: int = 0, what: str = "features") -> None:
+    """Refuse NaN / inf. A float64 sum of finite float16/32 values cannot overflow, so one cheap
+    reduction decides; the element-wise scan runs only to locate a problem."""
+    if bool(torch.isfinite(h.sum(dtype=torch.float64))):
+        return
     bad = ~torch.isfinite(h)
-    if bool(bad.any()):
-        row, col = (int(v) for v in bad.nonzero()[0])
-        raise NclabError(f"features: {int(bad.sum())} non-finite values (first at batch row {row}, column {col}); "
-                         "expected finite numbers")
-    return h.to(torch.float64), y
+    if not bool(bad.any()):
+        return                                   # finite values whose float64 sum overflowed
+    row, col = (int(v) for v in bad.nonzero()[0])
+    raise NclabError(f"{what}: {int(bad.sum())} non-finite values in this batch (first at row {row + offset}, "
+                     f"column {col}); expected finite numbers")
 
 
 class ClassStats(Metric):
@@ -109,12 +121,16 @@ class ClassStats(Metric):
             scatter = dim <= SCATTER_MAX_DIM
         self.num_classes, self.dim, self.with_scatter = int(num_classes), int(dim), bool(scatter)
         self.fixed_shift = shift is not None
+        self.common_shift = None
         if shift is None:
             shift0 = torch.zeros(num_classes, dim, dtype=torch.float64)
         else:
             shift0 = torch.as_tensor(shift).to(torch.float64).clone()
+            if shift0.shape == (dim,):                 # one reference point for all classes
+                self.common_shift = shift0
+                shift0 = shift0.expand(num_classes, dim).clone()
             if shift0.shape != (num_classes, dim):
-                raise NclabError(f"ClassStats: shift must be {num_classes} x {dim}, got {tuple(shift0.shape)}")
+                raise NclabError(f"ClassStats: shift must be {num_classes} x {dim} or {dim}, got {tuple(shift0.shape)}")
         # dist_reduce_fx=None: states are all-gathered and merged in _sync_dist (shifts differ per process).
         self.add_state("count", torch.zeros(num_classes, dtype=torch.int64), dist_reduce_fx=None)
         self.add_state("shift", shift0, dist_reduce_fx=None)
@@ -125,9 +141,11 @@ class ClassStats(Metric):
 
     # -- accumulation ---------------------------------------------------------------------------
     def update(self, features, labels) -> None:  # noqa: D102
-        h, y = _as_batch(features, labels, self.num_classes, self.dim)
+        h, y, given = _as_batch(features, labels, self.num_classes, self.dim)
         if h.device != self.count.device:
             self.to(h.device)
+            if self.common_shift is not None:
+                self.common_shift = self.common_shift.to(h.device)
         if h.shape[0] == 0:
             return
         if not self.fixed_shift:
@@ -138,10 +156,13 @@ class ClassStats(Metric):
                 tot = torch.zeros(len(cls), self.dim, dtype=torch.float64, device=h.device).index_add_(0, inv, h[fresh])
                 num = torch.bincount(inv, minlength=len(cls)).to(torch.float64)
                 self.shift[cls] = tot / num[:, None]
-        z = h - self.shift[y]
+        if self.common_shift is not None:
+            z = h.sub_(self.common_shift) if h is not given else h - self.common_shift
+        else:
+            z = h.sub_(self.shift.index_select(0, y)) if h is not given else h - self.shift.index_select(0, y)
         self.count += torch.bincount(y, minlength=self.num_classes)
         self.sum.index_add_(0, y, z)
-        self.sqsum.index_add_(0, y, (z * z).sum(1))
+        self.sqsum.index_add_(0, y, torch.linalg.vector_norm(z, dim=1).square_())
         if self.with_scatter:
             self.scatter.addmm_(z.T, z)
 
@@ -194,7 +215,7 @@ class ClassStats(Metric):
             raise NclabError(f"ClassStats.merge_state: shapes differ ({tuple(other['sum'].shape)} vs {tuple(self.sum.shape)})")
         for k, v in self._merge([self._state(), other]).items():
             setattr(self, k, v)
-        self.fixed_shift = False
+        self.fixed_shift, self.common_shift = False, None
         self._computed = None
 
     def _sync_dist(self, dist_sync_fn=None, process_group=None) -> None:
@@ -216,13 +237,16 @@ class CentredPass(Metric):
     nearest-class-centre prediction ``argmin_c ||h - mu_c||`` compared with the label (NCC
     accuracy) and with ``argmax_c (w_c . h + b_c)`` (NC4, Papyan et al. 2020).
 
+    Everything comes from z and one GEMM ``z [Q | W^T]``: with M = (U S) Q^T and m_y Q = (U S)_y,
+    ``(h - g) . m_c = (z Q + (U S)_y) . (U S)_c`` and ``W h = W z + (W mu_y)``; no quantity is
+    formed from the raw (possibly far-from-origin) features, so nothing cancels.
+
     Args:
         means: (K x d) means of the K classes in use.
-        classes: (K,) the original label of each row of ``means`` (labels outside are refused).
-        num_classes: total number of labels C (size of the label lookup; W has C rows).
-        basis: (d x k) orthonormal columns spanning the centred means, ``Q`` with ``M = (U S) Q^T``;
-            ``proj`` is ``U S`` (K x k). Both None: no quadratic forms, NCC scored directly.
-        centre: the global mean g (d,) subtracted first, so dot products stay small.
+        classes: (K,) the original label of each row of ``means`` (other labels are refused).
+        num_classes: total number of labels C (W has C rows).
+        basis: (d x k) orthonormal Q with M = (U S) Q^T for the centred means M = means - centre;
+            ``proj`` = U S (K x k). Q must span the rows of M (the full thin SVD basis).
         W, b: classifier (C x d, C) for NC4, or None.
     """
 
@@ -230,62 +254,82 @@ class CentredPass(Metric):
     higher_is_better = None
     full_state_update = False
 
-    def __init__(self, means: Tensor, classes: Tensor, num_classes: int, basis: Tensor | None = None,
-                 proj: Tensor | None = None, centre: Tensor | None = None, W: Tensor | None = None,
-                 b: Tensor | None = None, **kwargs) -> None:
+    def __init__(self, means: Tensor, classes: Tensor, num_classes: int, basis: Tensor, proj: Tensor, W: Tensor | None = None, b: Tensor | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
+        means = means.to(torch.float64)
         K, d = means.shape
-        self.num_classes = int(num_classes)
-        centre = torch.zeros(d, dtype=torch.float64) if centre is None else centre.to(torch.float64)
-        self.register_buffer("centre", centre)
-        self.register_buffer("m", means.to(torch.float64) - centre)        # centred means (K x d)
-        self.register_buffer("m_sq", (self.m * self.m).sum(1))
+        self.num_classes, self.k = int(num_classes), basis.shape[1]
+        self.register_buffer("mu", means)
+        proj = proj.to(torch.float64)
+        self.register_buffer("proj", proj)
+        self.register_buffer("proj_t", proj.T.contiguous())
+        self.register_buffer("m_sq", (proj * proj).sum(1))                # ||m_c||^2
         lookup = torch.full((num_classes,), -1, dtype=torch.int64)
         lookup[classes.to(torch.int64)] = torch.arange(K)
         self.register_buffer("lookup", lookup)
         self.register_buffer("classes", classes.to(torch.int64))
-        self.with_basis = basis is not None
-        self.register_buffer("basis", basis.to(torch.float64) if basis is not None else torch.zeros(d, 0, dtype=torch.float64))
-        self.register_buffer("proj", proj.to(torch.float64) if proj is not None else torch.zeros(K, 0, dtype=torch.float64))
         self.with_w = W is not None
         if W is not None:
             W = W.to(torch.float64)
             b = torch.zeros(W.shape[0], dtype=torch.float64) if b is None else b.to(torch.float64)
             self.register_buffer("Wt", W.T.contiguous())
-            self.register_buffer("b0", centre @ W.T + b)                     # logits = (h - g) W^T + (g W^T + b)
-        k = self.basis.shape[1]
+            self.register_buffer("logit0", means @ W.T + b)                     # w_c . mu_y + b_c  (K x C)
+            self.register_buffer("Wt32", W.T.to(torch.float32).contiguous())
+            self.register_buffer("b32", b.to(torch.float32))
+            # rigorous float32 error bound of a logit (Higham's gamma_d for the dot product, plus
+            # rounding W, b and the sum): |err| <= ew ||h|| + eb; decisions closer than 2 |err| are
+            # recomputed in float64, so the network's argmax is always the float64 one
+            u = 2.0 ** -24
+            gamma = d * u / (1 - d * u)
+            self.ew = 2 * (gamma + 4 * u) * float(W.norm(dim=1).max())
+            self.eb = 2 * 3 * u * float(b.abs().max())
+        self.register_buffer("basis_t", basis.to(torch.float64).T.contiguous())
         self.add_state("sqdev", torch.zeros(K, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("quad", torch.zeros(k, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("quad", torch.zeros(self.k, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("n", torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
         self.add_state("ncc_correct", torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
         self.add_state("mismatch", torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
 
     def update(self, features, labels) -> None:  # noqa: D102
-        h, y = _as_batch(features, labels, self.num_classes, self.m.shape[1])
-        if h.device != self.m.device:
+        h, y, given = _as_batch(features, labels, self.num_classes, self.mu.shape[1])
+        if h.device != self.mu.device:
             self.to(h.device)
         if h.shape[0] == 0:
             return
         k = self.lookup[y]
         if bool((k < 0).any()):
             raise NclabError(f"labels: class {int(y[k < 0][0])} has no mean in this pass (it was empty in the first)")
-        xs = h - self.centre                               # never modify the caller's tensor
-        z = xs - self.m[k]
-        self.sqdev.index_add_(0, k, (z * z).sum(1))
-        if self.with_basis:
-            p = z @ self.basis
-            self.quad += (p * p).sum(0)
-            xm = (p + self.proj[k]) @ self.proj.T          # (h - g) . m_c through the basis: M = (U S) Q^T
-        else:
-            xm = xs @ self.m.T
-        ncc = self.classes[torch.argmin(self.m_sq - 2 * xm, dim=1)]
+        z = h.sub_(self.mu.index_select(0, k)) if h is not given else h - self.mu.index_select(0, k)    # never modify the caller's tensor
+        self.sqdev.index_add_(0, k, torch.linalg.vector_norm(z, dim=1).square_())
+        # k x B = Q^T z^T: this orientation runs ~2x faster than z @ Q for a thin Q
+        p = self.basis_t @ z.T
+        self.quad += (p * p).sum(1)
+        xm = self.proj @ (p + self.proj_t[:, k])             # (h - g) . m_c, K x B
+        ncc = self.classes[torch.argmin(self.m_sq[:, None] - 2 * xm, dim=0)]
         self.ncc_correct += (ncc == y).sum()
         if self.with_w:
-            net = torch.argmax(xs @ self.Wt + self.b0, dim=1)
-            self.mismatch += (ncc != net).sum()
+            self.mismatch += (ncc != self._network_argmax(given, z, k)).sum()
         self.n += h.shape[0]
 
+    def _network_argmax(self, given: Tensor, z: Tensor, k: Tensor) -> Tensor:
+        """argmax_c (w_c . h + b_c), exactly as float64 would decide it."""
+        exact = lambda rows: torch.argmax(z[rows] @ self.Wt + self.logit0[k[rows]], dim=1)  # noqa: E731
+        fast_ok = (given.dtype in (torch.float32, torch.float16, torch.bfloat16)
+                   and torch.get_float32_matmul_precision() == "highest"
+                   and not (given.is_cuda and torch.backends.cuda.matmul.allow_tf32))
+        if not fast_ok:
+            return exact(slice(None))
+        h32 = given.to(torch.float32)
+        logits = torch.addmm(self.b32, h32, self.Wt32)
+        top = logits.topk(2, dim=1).values
+        net = torch.argmax(logits, dim=1)
+        unsure = (top[:, 0] - top[:, 1]) <= 2 * (self.ew * torch.linalg.vector_norm(h32, dim=1) + self.eb)
+        if bool(unsure.any()):
+            rows = unsure.nonzero().flatten()
+            net[rows] = exact(rows)
+        return net
+
     def compute(self) -> dict[str, Tensor]:
-        """``sqdev`` (K,), ``quad`` (k,) = diag(V^T S_W V), ``n``, ``ncc_correct``, ``mismatch``."""
+        """``sqdev`` (K,), ``quad`` (k,) = diag(Q^T S_W Q), ``n``, ``ncc_correct``, ``mismatch``."""
         return dict(sqdev=self.sqdev.clone(), quad=self.quad.clone(), n=self.n.clone(),
                     ncc_correct=self.ncc_correct.clone(), mismatch=self.mismatch.clone())
