@@ -6,8 +6,11 @@ alphabets, 20 drawers each, 105x105 binary, read from
 - the official PNG release, ``images_background/<alphabet>/characterNN/<id>_<drawer>.png`` and
   ``images_evaluation/...`` (folders, or the release's ``.zip`` files, extracted safely).
 
-Ink is bright (255), paper 0; resized 105 -> ``data.image_size`` (default 28) by exact area
-averaging. Class ids follow the official character ids (1..1623, minus one), so both layouts
+``data.root`` names the folder (``$NCLAB_OMNIGLOT_DIR`` when unset). Ink is bright (255),
+paper 0; resized 105 -> ``data.image_size`` (default 28) by exact area averaging
+(:mod:`nclab.data.resize`). The resized characters are cached, keyed by the size and the npz
+files' path / size / mtime (PNG layout: the alphabet folders' mtimes); the npz files are
+checked against ``SHA256SUMS`` when it lists them. Class ids follow the official character ids (1..1623, minus one), so both layouts
 give the same dataset. Class splits (``data.split``):
 
 - ``background`` (default): source = the 30 background alphabets (964 characters),
