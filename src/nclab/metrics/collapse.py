@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -507,7 +508,7 @@ def _to_tensor(a, what: str) -> Tensor:
 
 def measure(features, labels, W=None, b=None, *, n_classes: int | None = None, global_mean: str = "unweighted",
             variance: str = "biased", rtol: float | None = None, cdnv_power: float = 2.0,
-            coincide_rtol: float = 1e-10, chunk_rows: int | None = None, num_threads: int | None = 1) -> CollapseRecord:
+            coincide_rtol: float = 1e-10, chunk_rows: int | None = None, num_threads: int | None = None) -> CollapseRecord:
     """All collapse metrics of in-memory features (N x d, any float dtype, numpy or torch) with
     labels (N ints), optionally the classifier W (C x d) and bias b (C).
 
@@ -518,10 +519,12 @@ def measure(features, labels, W=None, b=None, *, n_classes: int | None = None, g
     'unbiased' 1/(n-1)), ``rtol`` (relative SVD tolerance for the rank of M), ``cdnv_power``,
     ``coincide_rtol``, ``n_classes`` (C when some classes may be empty), ``chunk_rows``.
 
-    ``num_threads`` (default 1) limits torch's CPU threads during the two passes: each chunk is
-    a handful of cache-resident, memory-bound operations plus thin GEMMs, for which thread
-    barriers cost more than they save, and which slow down ~10x when cores are shared with
-    other processes (measured: BENCHMARKS.md). None keeps torch's setting."""
+    Parallelism on CPU: ``num_threads`` workers (default ``torch.get_num_threads()``) each take
+    every n-th chunk with single-threaded torch ops and their own accumulators, merged exactly at
+    the end. Each chunk is a handful of cache-resident, memory-bound operations plus thin GEMMs,
+    for which intra-op thread barriers cost more than they save (and ~10x more when the cores
+    are shared with other processes; BENCHMARKS.md). The chunk-to-worker assignment is fixed,
+    so the result does not depend on thread timing."""
     _options(global_mean, variance, cdnv_power)
     X = _to_tensor(features, "features")
     y = _to_tensor(labels, "labels")
@@ -547,22 +550,41 @@ def measure(features, labels, W=None, b=None, *, n_classes: int | None = None, g
     # chunks of ~4 MiB of float64 stay in cache through the few element-wise passes of an update
     # and are recycled by the allocator (larger ones are mapped and page-faulted afresh each time)
     rows = chunk_rows or max(16, (1 << 19) // max(d, C))
+    n_workers = max(1, int(num_threads or torch.get_num_threads())) if X.device.type == "cpu" else 1
+    starts = list(range(0, N, rows))
+
+    def run(make):
+        """Feed chunk j to accumulator j % n_workers (its own thread), then merge in worker order."""
+        accs = [make() for _ in range(n_workers)]
+
+        def work(w):
+            if X.device.type == "cpu":
+                torch.set_num_threads(1)                   # OpenMP thread counts are per thread
+            for i in starts[w::n_workers]:
+                accs[w].update(X[i:i + rows], y[i:i + rows])
+
+        with _intraop_threads(1 if X.device.type == "cpu" else None):
+            if n_workers == 1:
+                work(0)
+            else:
+                with ThreadPoolExecutor(n_workers) as pool:
+                    list(pool.map(work, range(n_workers)))
+        for a in accs[1:]:
+            accs[0].merge_state(a)
+        return accs[0]
+
     # pass 1 needs only class sums: one common shift (first chunk's mean) keeps them exact
-    with _intraop_threads(num_threads if X.device.type == "cpu" else None):
-        first = ClassStats(C, d, scatter=False, shift=X[:rows].to(torch.float64).mean(0))
-        for i in range(0, N, rows):
-            try:
-                first.update(X[i:i + rows], y[i:i + rows])
-            except NclabError:
-                check_finite(X[i:i + rows], offset=i)      # name the row of the whole array
-                raise
+    shift = X[:rows].to(torch.float64).mean(0)
+    try:
+        first = run(lambda: ClassStats(C, d, scatter=False, shift=shift))
+    except NclabError:
+        for i in starts:                                   # name the row of the whole array
+            check_finite(X[i:i + rows], offset=i)
+        raise
     mom = first.compute()
     used, _ = _used(mom)
     geo = mean_geometry(mom.means[used], mom.counts[used], global_mean, rtol)
-    second = centred_pass(mom, geo, Wt, bt)
-    with _intraop_threads(num_threads if X.device.type == "cpu" else None):
-        for i in range(0, N, rows):
-            second.update(X[i:i + rows], y[i:i + rows])
+    second = run(lambda: centred_pass(mom, geo, Wt, bt))
     res = second.compute()
     return _record(mom, geo, res["quad"], res["sqdev"], res, Wt, variance=variance, power=cdnv_power,
                    coincide_rtol=coincide_rtol, dtype=str(X.dtype).replace("torch.", ""), global_mean=global_mean)
