@@ -197,7 +197,8 @@ def pair_stats(A: Tensor, variances: Tensor | None = None, power: float = 2.0, c
         if bool(close.any()):
             pi, pj = (ii.expand_as(upper)[upper][close], jj.expand_as(upper)[upper][close])
             n_coinc += int(close.sum())
-            coincident += [(int(a), int(c)) for a, c in zip(pi[:max_listed], pj[:max_listed])][: max(0, max_listed - len(coincident))]
+            room = max(0, max_listed - len(coincident))
+            coincident += [(int(a), int(c)) for a, c in zip(pi[:room], pj[:room])]
         if variances is not None:
             far = ~close
             den = D[far] ** (power / 2)
@@ -229,9 +230,10 @@ def cdnv(variances: Tensor, means: Tensor, *, asymmetric: bool = False, power: f
     if reduction == "none":
         K = means.shape[0]
         if K > 4096:
-            raise NclabError(f"cdnv: reduction='none' builds a {K} x {K} matrix; use 'mean' or 'cov' beyond 4096 classes")
-        diff = means[:, None, :] - means[None, :, :]
-        den = ((diff * diff).sum(-1)) ** (power / 2)
+            raise NclabError(f"cdnv: reduction='none' builds a {K} x {K} matrix; "
+                             "use 'mean' or 'cov' beyond 4096 classes")
+        # row by row from the difference vectors: exact distances, memory K x d
+        den = torch.stack([((means - means[i]) ** 2).sum(1) for i in range(K)]) ** (power / 2)
         num = variances[:, None].expand(K, K) if asymmetric else (variances[:, None] + variances[None, :]) / 2
         V = num / den
         V.fill_diagonal_(float("nan"))

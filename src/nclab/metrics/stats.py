@@ -228,7 +228,8 @@ class ClassStats(Metric):
         other = incoming_state._state() if isinstance(incoming_state, ClassStats) else dict(incoming_state)
         other = {k: v.to(self.count.device) for k, v in other.items()}
         if other["sum"].shape != self.sum.shape or other["scatter"].shape != self.scatter.shape:
-            raise NclabError(f"ClassStats.merge_state: shapes differ ({tuple(other['sum'].shape)} vs {tuple(self.sum.shape)})")
+            raise NclabError(f"ClassStats.merge_state: shapes differ "
+                             f"({tuple(other['sum'].shape)} vs {tuple(self.sum.shape)})")
         for k, v in self._merge([self._state(), other]).items():
             setattr(self, k, v)
         self.fixed_shift, self.common_shift = False, None
@@ -270,25 +271,28 @@ class CentredPass(Metric):
     higher_is_better = None
     full_state_update = False
 
-    def __init__(self, means: Tensor, classes: Tensor, num_classes: int, basis: Tensor, proj: Tensor, W: Tensor | None = None, b: Tensor | None = None, **kwargs) -> None:
+    def __init__(self, means: Tensor, classes: Tensor, num_classes: int, basis: Tensor, proj: Tensor,
+                 W: Tensor | None = None, b: Tensor | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self._ws = _Workspace()
         means = means.to(torch.float64)
         K, d = means.shape
         self.num_classes, self.k = int(num_classes), basis.shape[1]
         self.register_buffer("mu", means)
-        proj = proj.to(torch.float64)
+        proj = proj.to(means.device, torch.float64)
         self.register_buffer("proj", proj)
         self.register_buffer("proj_t", proj.T.contiguous())
         self.register_buffer("m_sq", (proj * proj).sum(1))                # ||m_c||^2
-        lookup = torch.full((num_classes,), -1, dtype=torch.int64)
-        lookup[classes.to(torch.int64)] = torch.arange(K)
+        dev = means.device
+        lookup = torch.full((num_classes,), -1, dtype=torch.int64, device=dev)
+        lookup[classes.to(device=dev, dtype=torch.int64)] = torch.arange(K, device=dev)
         self.register_buffer("lookup", lookup)
-        self.register_buffer("classes", classes.to(torch.int64))
+        self.register_buffer("classes", classes.to(device=dev, dtype=torch.int64))
         self.with_w = W is not None
         if W is not None:
             W = W.to(torch.float64)
-            b = torch.zeros(W.shape[0], dtype=torch.float64) if b is None else b.to(torch.float64)
+            b = torch.zeros(W.shape[0], dtype=torch.float64, device=dev) if b is None else b.to(dev, torch.float64)
+            W = W.to(dev)
             self.register_buffer("Wt", W.T.contiguous())
             self.register_buffer("logit0", means @ W.T + b)                     # w_c . mu_y + b_c  (K x C)
             self.register_buffer("W32", W.to(torch.float32).contiguous())
@@ -300,7 +304,7 @@ class CentredPass(Metric):
             gamma = d * u / (1 - d * u)
             self.ew = 2 * (gamma + 4 * u) * float(W.norm(dim=1).max())
             self.eb = 2 * 3 * u * float(b.abs().max())
-        self.register_buffer("basis_t", basis.to(torch.float64).T.contiguous())
+        self.register_buffer("basis_t", basis.to(dev, torch.float64).T.contiguous())
         self.add_state("sqdev", torch.zeros(K, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("quad", torch.zeros(self.k, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("n", torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
