@@ -177,6 +177,8 @@ def _parser_fewshot(sub) -> None:
     p.add_argument("--head", nargs="+", default=["ncc", "ridge", "logistic"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--episodes-file", default=None, help="load episodes from (or save them to) this file")
+    p.add_argument("--transform", choices=("l2", "none"), default="l2",
+                   help="feature transform before the heads (default l2, as RFS)")
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write the results as JSON")
     p.set_defaults(handler=_cmd_fewshot)
 

@@ -1,0 +1,232 @@
+"""``nclab.fewshot``: k-way n-shot accuracy of few-shot heads on frozen features.
+
+For each shot, one set of seeded episodes (:class:`EpisodeSampler`) is shared by all heads.
+Episodes are processed in chunks: the chunk's support and query rows are gathered from the
+feature matrix into a small buffer, transformed there (L2 / centring), and every head is
+fitted and evaluated on it batched over the chunk's episodes. The logistic head is iterative,
+so it is instead fitted once on all episodes together (a handful of tensor calls per L-BFGS
+step, whatever E) from the support Gram matrices alone (``LogisticHead.fit_gram``: W = S^T A
+by the representer theorem); a second pass over the chunks forms W and scores the queries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from nclab.errors import NclabError
+from nclab.fewshot.bound import class_moments, episode_cdnv, pairwise_cdnv, transfer_bound_term
+from nclab.fewshot.episodes import Episodes, EpisodeSampler
+from nclab.fewshot.heads import EpisodeHead, LogisticHead, gram_rtol, make_head
+from nclab.fewshot.stats import confidence_interval
+from nclab.fewshot.transforms import apply_transform_, base_mean as _base_mean, check_transform
+
+ROW_KEYS = ("way", "shot", "query", "head", "episodes", "mean", "std", "ci95", "ci95_t")
+
+
+@dataclass
+class FewshotResult:
+    """Rows as returned by :func:`fewshot`, per-episode accuracies, the bound term per shot,
+    and the episodes used (one :class:`Episodes` per shot)."""
+
+    rows: list[dict]
+    accuracies: dict[tuple[int, str], np.ndarray] = field(default_factory=dict)
+    bound: list[dict] = field(default_factory=list)
+    episodes: dict[int, Episodes] = field(default_factory=dict)
+
+
+def _features(features) -> torch.Tensor:
+    x = features if torch.is_tensor(features) else torch.from_numpy(np.ascontiguousarray(features))
+    if x.ndim != 2 or not x.is_floating_point():
+        raise NclabError(f"features: expected a floating N x d matrix, got {x.dtype} shape {tuple(x.shape)}")
+    return x
+
+
+def _labels(labels, n: int) -> np.ndarray:
+    y = labels.detach().cpu().numpy() if torch.is_tensor(labels) else np.asarray(labels)
+    if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
+        raise NclabError(f"labels: expected {n} integer class ids (one per feature row), got {y.dtype} shape {y.shape}")
+    return y
+
+
+def _head_list(heads) -> list[tuple[str, EpisodeHead]]:
+    if isinstance(heads, (str, EpisodeHead)):
+        heads = (heads,)
+    out = []
+    for h in heads:
+        out.append((h, make_head(h)) if isinstance(h, str) else (getattr(h, "name", repr(h)), h))
+    if not out:
+        raise NclabError("few-shot heads: expected at least one head")
+    return out
+
+
+@contextlib.contextmanager
+def _cpu_threads(x: torch.Tensor, num_threads: int | None):
+    """Run with ``num_threads`` torch intra-op threads on CPU (restored afterwards).
+
+    ``None`` keeps torch's setting unless the CPU is oversubscribed (1-minute load average at
+    least the core count): the per-chunk tensors are a few MB, and OpenMP fork/join across
+    threads that are not all scheduled makes each call wait for a time slice (measured 10-20x
+    slower on a loaded 2-core machine), while one thread loses at most the parallel speed-up.
+    """
+    if x.device.type != "cpu":
+        yield
+        return
+    if num_threads is None:
+        try:
+            busy = os.getloadavg()[0] >= (os.cpu_count() or 1)
+        except OSError:
+            busy = False
+        num_threads = 1 if busy else torch.get_num_threads()
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(num_threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _chunk_size(way: int, per_class: int, d: int, itemsize: int) -> int:
+    # ~8 MB gathered buffer: stays in cache while the heads read it several times
+    return max(1, (8 << 20) // max(1, way * per_class * d * itemsize))
+
+
+def evaluate_episodes(features, labels, episodes: Episodes, heads=("ncc", "ridge", "logistic"),
+                      transform: str = "l2", base_mean=None, chunk_size: int | None = None) -> dict[str, np.ndarray]:
+    """Per-episode accuracies (fractions) of each head on ``episodes``: ``{head name: E-vector}``."""
+    x = _features(features)
+    y = _labels(labels, x.shape[0])
+    episodes.check(y)
+    check_transform(transform, base_mean)
+    mean = None if base_mean is None else torch.as_tensor(base_mean).to(device=x.device, dtype=x.dtype)
+    heads = _head_list(heads)
+    k, n, q, E = episodes.way, episodes.shot, episodes.query, episodes.n_episodes
+    if int(episodes.indices.min()) < 0 or int(episodes.indices.max()) >= x.shape[0]:
+        raise NclabError(f"episodes: row indices must lie in 0..{x.shape[0] - 1} (the feature rows)")
+    sup = torch.from_numpy(np.ascontiguousarray(episodes.support.reshape(E, k * n))).to(x.device)
+    qry = torch.from_numpy(np.ascontiguousarray(episodes.queries.reshape(E, k * q))).to(x.device)
+    ys = torch.arange(k, device=x.device).repeat_interleave(n)
+    yq = torch.arange(k, device=x.device).repeat_interleave(q)
+    B = chunk_size or _chunk_size(k, n + q, x.shape[1], x.element_size())
+    direct = [(name, h) for name, h in heads if not isinstance(h, LogisticHead)]
+    iterative = [(name, h) for name, h in heads if isinstance(h, LogisticHead)]
+    correct = {name: torch.empty(E, dtype=torch.float64, device=x.device) for name, _ in heads}
+
+    def gather(rows: torch.Tensor) -> torch.Tensor:
+        block = x.index_select(0, rows.reshape(-1)).view(rows.shape[0], rows.shape[1], -1)
+        return apply_transform_(block, transform, mean) if transform != "none" else block
+
+    grams = []
+    for lo in range(0, E, B):
+        S = gather(sup[lo:lo + B])
+        if iterative:
+            grams.append(torch.bmm(S, S.transpose(1, 2)))
+        if direct:
+            Q = gather(qry[lo:lo + B])
+            for name, h in direct:
+                correct[name][lo:lo + B] = (h.fit(S, ys, n_classes=k).predict(Q) == yq).double().mean(1)
+    if iterative:
+        K = torch.cat(grams)
+        rtol = gram_rtol(x.dtype, k * n, x.shape[1])
+        for name, h in iterative:
+            h.fit_gram(K, ys, n_classes=k, rtol=rtol)
+            # second pass: W = S^T A per chunk, then the logits of the queries
+            for lo in range(0, E, B):
+                S, Q = gather(sup[lo:lo + B]), gather(qry[lo:lo + B])
+                coef = torch.bmm(h.dual_coef_[lo:lo + B].transpose(1, 2).to(S.dtype), S)        # A^T S
+                logits = torch.bmm(Q, coef.transpose(1, 2)).double() + h.intercept_[lo:lo + B, None, :]
+                correct[name][lo:lo + B] = (logits.argmax(-1) == yq).double().mean(1)
+    return {name: correct[name].double().cpu().numpy() for name, _ in heads}
+
+
+def fewshot_report(features, labels, way: int = 5, shot: int | Sequence[int] = (1, 5), query: int = 15,
+                   episodes: int = 2000, heads=("ncc", "ridge", "logistic"), seed: int = 0,
+                   transform: str = "l2", base_mean=None, base_features=None,
+                   episode_sets: Sequence[Episodes] | None = None, bound: bool = False,
+                   chunk_size: int | None = None, num_threads: int | None = None) -> FewshotResult:
+    """Like :func:`fewshot`, returning a :class:`FewshotResult` (rows, per-episode accuracies,
+    episodes and, with ``bound=True``, the transfer-bound term per shot next to the NCC error)."""
+    x = _features(features)
+    y = _labels(labels, x.shape[0])
+    shots = [shot] if isinstance(shot, (int, np.integer)) else list(shot)
+    if not shots:
+        raise NclabError("few-shot shot: expected at least one shot count")
+    if base_mean is None and base_features is not None:
+        base_mean = _base_mean(base_features)
+    check_transform(transform, base_mean)
+    given = {}
+    for s in episode_sets or ():
+        given[s.shot] = s
+    names = [name for name, _ in _head_list(heads)]
+    if bound and "ncc" not in names:
+        heads = tuple(heads) + ("ncc",)
+    result = FewshotResult(rows=[])
+    if transform != "none":
+        # transform every row once (one pass over N x d, one extra copy) rather than every
+        # gathered row of every episode (E * k * (n + q) rows, several times N for usual settings)
+        x = _transformed(x, transform, base_mean)
+        transform, base_mean = "none", None
+    for n in shots:
+        if n in given:
+            ep = given[n].check(y)
+            if (ep.way, ep.query) != (way, query):
+                raise NclabError(f"episodes for {n}-shot are {ep.way}-way {ep.query}-query, expected {way}-way {query}-query")
+            if ep.n_episodes != episodes:
+                raise NclabError(f"episodes for {n}-shot hold {ep.n_episodes} episodes, expected {episodes}")
+        else:
+            ep = EpisodeSampler(way, n, query, episodes, seed).sample(y)
+        result.episodes[n] = ep
+        with _cpu_threads(x, num_threads):
+            acc = evaluate_episodes(x, y, ep, heads, transform, base_mean, chunk_size)
+        for name in names:
+            result.accuracies[(n, name)] = acc[name]
+            result.rows.append({"way": way, "shot": n, "query": query, "head": name, "episodes": ep.n_episodes,
+                                **confidence_interval(acc[name])})
+        if bound:
+            result.bound.append(_bound_row(x, y, ep, acc["ncc"]))
+    return result
+
+
+def _transformed(x: torch.Tensor, transform: str, base_mean) -> torch.Tensor:
+    out = torch.empty_like(x)
+    mean = None if base_mean is None else torch.as_tensor(base_mean).to(device=x.device, dtype=x.dtype)
+    for lo in range(0, x.shape[0], 8192):
+        out[lo:lo + 8192] = x[lo:lo + 8192]
+        apply_transform_(out[lo:lo + 8192], transform, mean)
+    return out
+
+
+def _bound_row(x: torch.Tensor, y: np.ndarray, ep: Episodes, ncc_acc) -> dict:
+    """Galanti et al.'s leading term for this setting, on the features the heads saw."""
+    means, variances, _ = class_moments(x, y, int(y.max()) + 1)
+    per_episode = episode_cdnv(pairwise_cdnv(means, variances), ep.classes(y))
+    avg = float(per_episode.mean())
+    term = transfer_bound_term(ep.way, ep.shot, avg)
+    finite = np.isfinite(avg)             # two classes with equal means: CDNV is infinite
+    return {"shot": ep.shot, "way": ep.way, "bound_term": term if finite else None,
+            "avg_cdnv": avg if finite else None, "ncc_error": float(1 - np.mean(ncc_acc))}
+
+
+def fewshot(features, labels, way: int = 5, shot: int | Sequence[int] = (1, 5), query: int = 15,
+            episodes: int = 2000, heads=("ncc", "ridge", "logistic"), seed: int = 0, transform: str = "l2",
+            base_mean=None, base_features=None, episode_sets: Sequence[Episodes] | None = None,
+            chunk_size: int | None = None, num_threads: int | None = None) -> list[dict]:
+    """k-way n-shot q-query accuracy of each head, one row per (shot, head):
+    ``{way, shot, query, head, episodes, mean, std, ci95, ci95_t}`` (fractions in [0, 1]).
+
+    ``features`` N x d (NumPy or torch; the device follows it), ``labels`` N class ids.
+    ``heads``: names (ncc, ncc-cosine, ridge, logistic, 1nn) or head objects.
+    ``transform``: "l2" (default, as RFS), "none", "center" or "center+l2" (SimpleShot CL2N;
+    these need ``base_mean`` or ``base_features``, the base classes' features).
+    ``episode_sets``: previously saved :class:`Episodes` (one per shot) to replay instead of sampling.
+    ``num_threads``: CPU threads for the evaluation (default: see ``_cpu_threads``).
+    Interval conventions: :mod:`nclab.fewshot.stats`.
+    """
+    return fewshot_report(features, labels, way, shot, query, episodes, heads, seed, transform, base_mean,
+                          base_features, episode_sets, bound=False, chunk_size=chunk_size,
+                          num_threads=num_threads).rows
