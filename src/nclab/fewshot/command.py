@@ -73,6 +73,9 @@ def fewshot_command(args) -> int:
     from nclab.fewshot.episodes import EpisodeSampler
     for n in shots:                         # argument errors before any file is written
         EpisodeSampler(args.way, n, args.query, args.episodes, args.seed)._check_args()
+    from nclab.fewshot.heads import make_head
+    for h in heads:
+        make_head(h)
     if args.episodes < 2:
         raise NclabError(f"--episodes: a confidence interval needs at least 2 episodes, got {args.episodes}")
     sets, episodes_io = _episode_sets(args.episodes_file, labels, args.way, shots, args.query, args.episodes, args.seed)

@@ -1,0 +1,239 @@
+"""Few-shot engine: episodes, intervals, the bound term, ``nclab.fewshot`` end to end, the CLI."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+from sklearn.linear_model import LogisticRegression, RidgeClassifier
+from sklearn.neighbors import NearestCentroid
+
+import nclab
+from nclab.cli import main
+from nclab.errors import NclabError
+from nclab.featurefile import FeatureSet, save_features
+from nclab.fewshot import (EpisodeSampler, class_moments, confidence_interval, episode_cdnv, evaluate_episodes,
+                           fewshot, fewshot_report, load_episodes, pairwise_cdnv, save_episodes, transfer_bound_term)
+
+KEYS = ["way", "shot", "query", "head", "episodes", "mean", "std", "ci95", "ci95_t"]
+
+
+def blobs(C=12, n=40, d=24, sep=1.0, noise=1.0, seed=0, shuffle=True):
+    rng = np.random.default_rng(seed)
+    mu = rng.standard_normal((C, d)) * sep
+    y = np.repeat(np.arange(C), n)
+    X = (mu[y] + noise * rng.standard_normal((C * n, d))).astype(np.float32)
+    if shuffle:
+        p = rng.permutation(len(y))
+        X, y = X[p], y[p]
+    return X, y
+
+
+# --- episodes ----------------------------------------------------------------------------------
+
+def test_episodes_are_valid_tasks():
+    _, y = blobs(C=12, n=30)
+    ep = EpisodeSampler(way=5, shot=3, query=7, episodes=300, seed=1).sample(y)
+    assert ep.indices.shape == (300, 5, 10)
+    cls = y[ep.indices]                                                     # E x k x (n+q)
+    assert (cls == cls[:, :, :1]).all()                                     # one class per slot
+    assert all(len(set(c)) == 5 for c in cls[:, :, 0])                      # k distinct classes
+    assert all(len(set(r)) == 10 for r in ep.indices.reshape(-1, 10))        # distinct samples
+    counts = np.bincount(cls[:, :, 0].ravel(), minlength=12)                # every class drawn ~ evenly
+    assert abs(counts - 300 * 5 / 12).max() < 5 * math.sqrt(300 * 5 / 12)
+
+
+def test_episodes_use_whole_class_when_shot_plus_query_equals_its_size():
+    _, y = blobs(C=6, n=20)
+    ep = EpisodeSampler(way=6, shot=5, query=15, episodes=20, seed=0).sample(y)   # permutation path
+    for e in range(20):
+        for j in range(6):
+            assert sorted(ep.indices[e, j]) == sorted(np.flatnonzero(y == y[ep.indices[e, j, 0]]))
+
+
+def test_same_seed_same_episodes_other_seed_other_episodes():
+    _, y = blobs()
+    a = EpisodeSampler(5, 1, 15, 50, seed=3).sample(y)
+    assert np.array_equal(a.indices, EpisodeSampler(5, 1, 15, 50, seed=3).sample(y).indices)
+    assert not np.array_equal(a.indices, EpisodeSampler(5, 1, 15, 50, seed=4).sample(y).indices)
+
+
+def test_too_small_class_and_too_few_classes_are_user_errors():
+    _, y = blobs(C=6, n=20)
+    y = y[y != 2]                                                            # 5 classes left
+    with pytest.raises(NclabError, match="class 0 has 20 samples, fewer than shot \\+ query = 6 \\+ 15 = 21"):
+        EpisodeSampler(5, 6, 15, 10).sample(y)
+    with pytest.raises(NclabError, match="6-way episodes need at least 6 classes, found 5"):
+        EpisodeSampler(6, 1, 15, 10).sample(y)
+    with pytest.raises(NclabError, match="few-shot shot: expected an integer >= 1"):
+        EpisodeSampler(5, 0, 15, 10).sample(y)
+
+
+def test_saved_and_loaded_episodes_give_identical_results(tmp_path):
+    X, y = blobs()
+    rep = fewshot_report(X, y, shot=(1, 5), episodes=60, heads=("ncc", "ridge", "logistic"), seed=2)
+    path = tmp_path / "ep.npz"
+    save_episodes(path, [rep.episodes[1], rep.episodes[5]])
+    loaded = load_episodes(path)
+    assert [s.shot for s in loaded] == [1, 5]
+    assert np.array_equal(loaded[1].indices, rep.episodes[5].indices)
+    rows = fewshot(X, y, shot=(1, 5), episodes=60, heads=("ncc", "ridge", "logistic"), seed=99, episode_sets=loaded)
+    assert rows == rep.rows
+    other = y.copy()
+    other[:2] = other[:2][::-1] if other[0] != other[1] else (other[0] + 1) % 12
+    with pytest.raises(NclabError, match="sampled on other labels"):
+        fewshot(X, other, shot=(1,), episodes=60, episode_sets=loaded)
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(NclabError, match="bad.npz: not a readable episodes file"):
+        load_episodes(tmp_path / "bad.npz")
+
+
+# --- intervals and bound -----------------------------------------------------------------------
+
+def test_interval_formulas():
+    acc = np.random.default_rng(0).uniform(0.3, 0.9, size=37)
+    r = confidence_interval(acc)
+    sem = scipy.stats.sem(acc)                                               # std (ddof = 1) / sqrt(E)
+    assert r["mean"] == pytest.approx(acc.mean()) and r["std"] == pytest.approx(acc.std(ddof=1))
+    assert r["ci95"] == pytest.approx(1.96 * sem)
+    lo, hi = scipy.stats.t.interval(0.95, len(acc) - 1, loc=acc.mean(), scale=sem)
+    assert r["ci95_t"] == pytest.approx((hi - lo) / 2)
+    assert r["ci95_t"] > r["ci95"]
+    with pytest.raises(NclabError, match="at least 2 episodes"):
+        confidence_interval([0.5])
+
+
+def test_cdnv_and_bound_term_against_brute_force():
+    X, y = blobs(C=7, n=30, d=5, shuffle=True)
+    X = X.astype(np.float64)
+    means, var, counts = class_moments(torch.tensor(X), y)
+    for c in range(7):
+        Xc = X[y == c]
+        assert np.allclose(means[c].numpy(), Xc.mean(0))
+        assert var[c].item() == pytest.approx(((Xc - Xc.mean(0)) ** 2).sum(1).mean())   # population (1/n)
+    V = pairwise_cdnv(means, var).numpy()
+    classes = np.array([[0, 3, 5], [1, 2, 6]])
+    got = episode_cdnv(torch.tensor(V), classes).numpy()
+    for e, cl in enumerate(classes):
+        pairs = [(i, j) for a, i in enumerate(cl) for j in cl[a + 1:]]
+        ref = np.mean([(var[i] + var[j]).item() / (2 * ((means[i] - means[j]) ** 2).sum().item()) for i, j in pairs])
+        assert got[e] == pytest.approx(ref)
+    assert transfer_bound_term(5, 1, 0.1) == pytest.approx(4 * 2 * 0.1)
+    assert transfer_bound_term(5, 5, 0.1) == pytest.approx(4 * 1.2 * 0.1)
+
+
+def test_bound_row_reported_next_to_ncc_error():
+    X, y = blobs(C=10, n=30, d=16, sep=0.5)
+    rep = fewshot_report(X, y, shot=(1, 5), episodes=200, heads=("ridge",), bound=True, transform="none")
+    assert [b["shot"] for b in rep.bound] == [1, 5]
+    means, var, _ = class_moments(torch.tensor(X), y)
+    V = pairwise_cdnv(means, var)
+    for b in rep.bound:
+        avg = episode_cdnv(V, rep.episodes[b["shot"]].classes(y)).mean().item()
+        assert b["avg_cdnv"] == pytest.approx(avg)
+        assert b["bound_term"] == pytest.approx(4 * (1 + 1 / b["shot"]) * avg)
+        assert 0 < b["ncc_error"] < 1
+    assert [r["head"] for r in rep.rows] == ["ridge", "ridge"]                   # ncc ran for the bound only
+
+
+# --- nclab.fewshot -----------------------------------------------------------------------------
+
+def test_separated_clusters_give_accuracy_one():
+    X, y = blobs(C=10, n=30, d=16, sep=20.0, noise=0.1)
+    rows = nclab.fewshot(X, y, way=5, shot=(1, 5), query=15, episodes=50, heads=("ncc", "ncc-cosine", "ridge",
+                                                                                    "logistic", "1nn"))
+    assert len(rows) == 10 and all(list(r) == KEYS for r in rows)
+    assert all(r["mean"] == 1.0 and r["std"] == 0.0 for r in rows)
+
+
+def test_one_distribution_gives_chance_within_interval():
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((12 * 40, 16)).astype(np.float32)
+    y = np.repeat(np.arange(12), 40)
+    for r in fewshot(X, y, way=5, shot=(1, 5), episodes=400, heads=("ncc", "ridge", "logistic", "1nn"), seed=1):
+        assert abs(r["mean"] - 0.2) <= 2 * r["ci95_t"], r        # 2 half-widths: a ~4-sigma band, fixed seed
+
+
+def test_same_seed_same_numbers_and_heads_share_episodes():
+    X, y = blobs(sep=0.4)
+    a = fewshot(X, y, shot=(1, 5), episodes=80, heads=("ncc", "logistic"), seed=7)
+    assert a == fewshot(X, y, shot=(1, 5), episodes=80, heads=("ncc", "logistic"), seed=7)
+    assert a != fewshot(X, y, shot=(1, 5), episodes=80, heads=("ncc", "logistic"), seed=8)
+    alone = fewshot(X, y, shot=(1, 5), episodes=80, heads=("ncc",), seed=7)
+    assert alone == [r for r in a if r["head"] == "ncc"]
+    small_chunks = fewshot(X, y, shot=(1, 5), episodes=80, heads=("ncc", "logistic"), seed=7, chunk_size=7)
+    for r, s in zip(a, small_chunks):
+        assert r["mean"] == pytest.approx(s["mean"], abs=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
+def test_engine_equals_per_episode_sklearn_loop_on_the_same_episodes():
+    X, y = blobs(C=10, n=30, d=48, sep=0.35)
+    rep = fewshot_report(X, y, shot=(1, 5), episodes=40, heads=("ncc", "ridge", "logistic"), seed=3)
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    makers = {"ncc": NearestCentroid, "ridge": lambda: RidgeClassifier(alpha=1.0),
+              "logistic": lambda: LogisticRegression(C=1.0, tol=1e-10, max_iter=10000)}
+    for n, ep in rep.episodes.items():
+        ys, yq = np.repeat(np.arange(5), n), np.repeat(np.arange(5), 15)
+        for head, make in makers.items():
+            acc = [np.mean(make().fit(Xn[ep.support[e].ravel()], ys).predict(Xn[ep.queries[e].ravel()]) == yq)
+                   for e in range(ep.n_episodes)]
+            assert np.allclose(rep.accuracies[(n, head)], acc, atol=1 / 75 + 1e-9), (n, head)   # one tie at most
+            assert abs(rep.accuracies[(n, head)] - acc).sum() <= 2 / 75
+
+
+def test_center_then_l2_transform_equals_manual():
+    X, y = blobs()
+    base = np.random.default_rng(9).standard_normal((100, X.shape[1])) + 3.0
+    m = base.mean(0)
+    manual = (X - m) / np.linalg.norm(X - m, axis=1, keepdims=True)
+    a = fewshot(X, y, shot=(1,), episodes=50, heads=("ncc", "ridge"), transform="center+l2", base_features=base)
+    b = fewshot(manual.astype(np.float32), y, shot=(1,), episodes=50, heads=("ncc", "ridge"), transform="none")
+    assert [r["mean"] for r in a] == pytest.approx([r["mean"] for r in b], abs=1e-12)
+    with pytest.raises(NclabError, match="needs the base-class mean"):
+        fewshot(X, y, transform="center")
+
+
+def test_torch_inputs_and_evaluate_episodes():
+    X, y = blobs()
+    ep = EpisodeSampler(5, 5, 15, 30, seed=0).sample(y)
+    a = evaluate_episodes(torch.tensor(X), torch.tensor(y), ep, heads=("ncc", "1nn"))
+    b = evaluate_episodes(X, y, ep, heads=("ncc", "1nn"))
+    assert all(np.array_equal(a[h], b[h]) for h in a)
+
+
+# --- CLI ---------------------------------------------------------------------------------------
+
+def test_cli_table_json_and_episodes_file(tmp_path, capsys):
+    X, y = blobs(C=10, n=30, d=16, sep=0.6)
+    f = tmp_path / "F.npz"
+    save_features(f, FeatureSet(X, y, [f"c{i}" for i in range(10)]))
+    out, ep = tmp_path / "r.json", tmp_path / "ep.npz"
+    argv = [str(f), "--way", "5", "--shot", "1", "5", "--query", "10", "--episodes", "50", "--head", "ncc", "ridge",
+            "--seed", "4", "--episodes-file", str(ep), "--json", str(out)]
+    assert main(["fewshot", *argv]) == 0
+    text = capsys.readouterr().out
+    assert "episodes saved" in text and "ridge" in text and "bound term" in text
+    rec = json.loads(out.read_text())
+    assert [list(r) for r in rec["results"]] == [KEYS] * 4
+    assert [(b["shot"], b["way"]) for b in rec["bound"]] == [(1, 5), (5, 5)]
+    assert set(rec["bound"][0]) == {"shot", "way", "bound_term", "avg_cdnv", "ncc_error"}
+    assert rec["results"] == fewshot(X, y, way=5, shot=(1, 5), query=10, episodes=50, heads=("ncc", "ridge"), seed=4)
+    argv[argv.index("4")] = "5"                                          # another seed, same saved episodes
+    assert main(["fewshot", *argv]) == 0
+    assert "episodes loaded" in capsys.readouterr().out
+    assert json.loads(out.read_text())["results"] == rec["results"]
+
+
+def test_cli_user_errors_exit_2(tmp_path, capsys):
+    X, y = blobs(C=6, n=20, d=8)
+    f = tmp_path / "F.npz"
+    save_features(f, FeatureSet(X, y, [f"c{i}" for i in range(6)]))
+    assert main(["fewshot", str(f), "--shot", "10", "--episodes", "20"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "fewer than shot + query" in err
+    assert main(["fewshot", str(f), "--head", "svm", "--episodes", "20"]) == 2
+    assert "unknown few-shot head 'svm'" in capsys.readouterr().err
+    assert main(["fewshot", str(tmp_path / "missing.npz")]) == 2
