@@ -227,7 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # key=value items may also come after options (`data info omniglot --root D split=vinyals`).
+    for dest in ("overrides", "options"):
+        if extra and hasattr(args, dest):
+            items = [e for e in extra if "=" in e and not e.startswith("-")]
+            setattr(args, dest, list(getattr(args, dest)) + items)
+            extra = [e for e in extra if e not in items]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.handler(args) or 0)
     except NclabError as e:
