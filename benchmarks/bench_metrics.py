@@ -45,7 +45,8 @@ def reference(X, y, W, b, C):
     var = np.array([(Xc[y == c] ** 2).sum(1).mean() for c in range(C)])
     D = ((mu[:, None] - mu[None]) ** 2).sum(-1)
     iu = np.triu_indices(C, 1)
-    cdnv = ((var[:, None] + var[None]) / (2 * D))[iu].mean()
+    with np.errstate(divide="ignore"):                                      # the diagonal, discarded
+        cdnv = ((var[:, None] + var[None]) / (2 * D))[iu].mean()
     ncc = ((X ** 2).sum(1)[:, None] - 2 * X @ mu.T + (mu ** 2).sum(1)).argmin(1)
     nc4 = np.mean(ncc != (X @ W.T + b).argmax(1))
     return nc1, cdnv, nc4

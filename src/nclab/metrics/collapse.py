@@ -68,8 +68,12 @@ def mean_geometry(means: Tensor, counts: Tensor | None = None, global_mean: str 
     else:
         raise NclabError(f"global_mean: expected 'unweighted' or 'weighted', got {global_mean!r}")
     M = means - g
-    U, S, Vh = torch.linalg.svd(M, full_matrices=False)
     K, d = M.shape
+    if K < d:   # LAPACK's divide and conquer runs markedly faster on the tall orientation (measured)
+        V, S, Uh = torch.linalg.svd(M.T, full_matrices=False)
+        U, Vh = Uh.T, V.T
+    else:
+        U, S, Vh = torch.linalg.svd(M, full_matrices=False)
     rtol = max(K, d) * _EPS if rtol is None else float(rtol)
     tol = rtol * float(S[0]) if S.numel() else 0.0
     return MeanGeometry(g, M, U, S, Vh, int((S > tol).sum()), tol)

@@ -194,6 +194,10 @@ class ClassStats(Metric):
             scatter = (scatter + scatter.T) / 2
         return ClassMoments(self.count.clone(), means, sqdev, scatter)
 
+    def forward(self, features, labels) -> None:
+        """Accumulate a batch (a per-batch value of class statistics is not meaningful)."""
+        self.update(features, labels)
+
     def second_pass(self) -> "ClassStats":
         """A fresh accumulator whose shifts are this one's class means (exact two-pass mode)."""
         m = self.compute()
