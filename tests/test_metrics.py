@@ -52,7 +52,8 @@ def reference(X, y, W=None, b=None, weighted=False, unbiased=False):
         nr = np.linalg.norm(A, axis=1)
         cos = ((A @ A.T) / np.outer(nr, nr))[iu]
         G = A @ A.T
-        return nr.std() / nr.mean(), cos.std(), np.abs(cos + 1 / (C - 1)).mean(), np.linalg.norm(G / np.linalg.norm(G) - J)
+        etf = np.linalg.norm(G / np.linalg.norm(G) - J)
+        return nr.std() / nr.mean(), cos.std(), np.abs(cos + 1 / (C - 1)).mean(), etf
 
     norms = np.linalg.norm(M, axis=1)
     out["nc2_equinorm"], out["nc2_equiangle"], out["nc2_maxangle"], out["nc2_etf_error"] = nc2(M)

@@ -514,7 +514,8 @@ def _to_tensor(a, what: str) -> Tensor:
 
 def measure(features, labels, W=None, b=None, *, n_classes: int | None = None, global_mean: str = "unweighted",
             variance: str = "biased", rtol: float | None = None, cdnv_power: float = 2.0,
-            coincide_rtol: float = 1e-10, chunk_rows: int | None = None, num_threads: int | None = None) -> CollapseRecord:
+            coincide_rtol: float = 1e-10, chunk_rows: int | None = None,
+            num_threads: int | None = None) -> CollapseRecord:
     """All collapse metrics of in-memory features (N x d, any float dtype, numpy or torch) with
     labels (N ints), optionally the classifier W (C x d) and bias b (C).
 

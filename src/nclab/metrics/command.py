@@ -30,9 +30,11 @@ def format_table(rec: CollapseRecord, title: str = "") -> str:
     lines = [f"{title}: {rec.n_samples} samples, {rec.n_classes} classes, dim {rec.dim}"
              f" (input {rec.dtype}; rank of M {rec.nc1_rank}, tol {rec.nc1_tol:.1e})"]
     if rec.classes_dropped:
-        lines.append(f"  empty classes dropped: {rec.classes_dropped[:20]}{' ...' if len(rec.classes_dropped) > 20 else ''}")
+        more = " ..." if len(rec.classes_dropped) > 20 else ""
+        lines.append(f"  empty classes dropped: {rec.classes_dropped[:20]}{more}")
     if rec.n_coincident_pairs:
-        lines.append(f"  WARNING: {rec.n_coincident_pairs} pairs of coincident class means, e.g. {rec.coincident_pairs[:5]}")
+        lines.append(f"  WARNING: {rec.n_coincident_pairs} pairs of coincident class means "
+                     f"(CDNV undefined), e.g. {rec.coincident_pairs[:5]}")
     width = max(len(label) for _, label in _ROWS)
     for key, label in _ROWS:
         if key in d:
