@@ -97,8 +97,10 @@ def _chunk_size(way: int, per_class: int, d: int, itemsize: int) -> int:
 
 
 def evaluate_episodes(features, labels, episodes: Episodes, heads=("ncc", "ridge", "logistic"),
-                      transform: str = "l2", base_mean=None, chunk_size: int | None = None) -> dict[str, np.ndarray]:
-    """Per-episode accuracies (fractions) of each head on ``episodes``: ``{head name: E-vector}``."""
+                      transform: str = "l2", base_mean=None, chunk_size: int | None = None,
+                      _row_scale: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+    """Per-episode accuracies (fractions) of each head on ``episodes``: ``{head name: E-vector}``.
+    (``_row_scale``: internal, per-row factors applied to gathered rows, as 1/||x|| for "l2".)"""
     x = _features(features)
     y = _labels(labels, x.shape[0])
     episodes.check(y)
@@ -118,7 +120,11 @@ def evaluate_episodes(features, labels, episodes: Episodes, heads=("ncc", "ridge
     correct = {name: torch.empty(E, dtype=torch.float64, device=x.device) for name, _ in heads}
 
     def gather(rows: torch.Tensor) -> torch.Tensor:
-        block = x.index_select(0, rows.reshape(-1)).view(rows.shape[0], rows.shape[1], -1)
+        flat = rows.reshape(-1)
+        block = x.index_select(0, flat)
+        if _row_scale is not None:
+            block.mul_(_row_scale.index_select(0, flat)[:, None])
+        block = block.view(rows.shape[0], rows.shape[1], -1)
         return apply_transform_(block, transform, mean) if transform != "none" else block
 
     grams = []
@@ -166,10 +172,15 @@ def fewshot_report(features, labels, way: int = 5, shot: int | Sequence[int] = (
     if bound and "ncc" not in names:
         heads = tuple(heads) + ("ncc",)
     result = FewshotResult(rows=[])
-    if transform != "none":
-        # transform every row once (one pass over N x d, one extra copy) rather than every
-        # gathered row of every episode (E * k * (n + q) rows, several times N for usual settings)
-        x = _transformed(x, transform, base_mean)
+    row_scale = None
+    if transform == "l2":
+        # 1 / ||x|| once per row (one read of N x d), applied to each gathered block while it is
+        # in cache: cheaper than normalising every gathered row (E k (n + q) rows, several N)
+        # and than writing a normalised copy of the whole matrix
+        row_scale = 1 / torch.linalg.vector_norm(x, dim=1).clamp_min(1e-12)
+        transform = "none"
+    elif transform != "none":
+        x = _transformed(x, transform, base_mean)           # centring: one transformed copy
         transform, base_mean = "none", None
     for n in shots:
         if n in given:
@@ -182,13 +193,14 @@ def fewshot_report(features, labels, way: int = 5, shot: int | Sequence[int] = (
             ep = EpisodeSampler(way, n, query, episodes, seed).sample(y)
         result.episodes[n] = ep
         with _cpu_threads(x, num_threads):
-            acc = evaluate_episodes(x, y, ep, heads, transform, base_mean, chunk_size)
+            acc = evaluate_episodes(x, y, ep, heads, transform, base_mean, chunk_size, _row_scale=row_scale)
         for name in names:
             result.accuracies[(n, name)] = acc[name]
             result.rows.append({"way": way, "shot": n, "query": query, "head": name, "episodes": ep.n_episodes,
                                 **confidence_interval(acc[name])})
         if bound:
-            result.bound.append(_bound_row(x, y, ep, acc["ncc"]))
+            feats = x if row_scale is None else x * row_scale[:, None]
+            result.bound.append(_bound_row(feats, y, ep, acc["ncc"]))
     return result
 
 
