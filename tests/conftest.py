@@ -42,3 +42,18 @@ def tiny_registered():
 @pytest.fixture(scope="session")
 def cache_dir() -> Path:
     return Path(_CACHE)
+
+
+@pytest.fixture
+def private_cache(tmp_path, monkeypatch):
+    """A cache folder of this test's own (``tmp_path/cache``), to inspect what a reader writes."""
+    monkeypatch.setenv("NCLAB_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def cache_files(tmp_path):
+    return sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "cache").rglob("*") if p.is_file())
+
+
+def cache_entries(tmp_path):
+    return sorted(p for p in (tmp_path / "cache").glob("datasets/*/*"))

@@ -19,21 +19,12 @@ from nclab.data.class_lists import CIFAR100_CLASSES, CIFAR100_SUPERCLASS_OF, CIF
 from nclab.data.folder import load_image_folder
 from nclab.data.resize import resize_area
 from nclab.errors import NclabError
+from tests.conftest import cache_entries, cache_files
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("NCLAB_CACHE_DIR", str(tmp_path / "cache"))
-
-
-def cache_files(tmp_path):
-    return sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "cache").rglob("*") if p.is_file())
-
-
-def cache_entries(tmp_path):
-    return sorted(p for p in (tmp_path / "cache").glob("datasets/*/*"))
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def load(name, root, **kw):

@@ -15,22 +15,13 @@ from PIL import Image
 from nclab.config import DataConfig
 from nclab.data import load_dataset
 from nclab.errors import NclabError
+from tests.conftest import cache_entries, cache_files
 
 REAL = Path(os.environ.get("NCLAB_OMNIGLOT_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot")
 needs_real = pytest.mark.skipif(not (REAL / "images_background.npz").is_file(), reason=f"no Omniglot copy at {REAL}")
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("NCLAB_CACHE_DIR", str(tmp_path / "cache"))
-
-
-def cache_files(tmp_path):
-    return sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "cache").rglob("*") if p.is_file())
-
-
-def cache_entries(tmp_path):
-    return sorted(p for p in (tmp_path / "cache").glob("datasets/*/*"))
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def area_brute(img: np.ndarray, size: int) -> np.ndarray:
