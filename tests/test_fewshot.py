@@ -152,7 +152,7 @@ def test_one_distribution_gives_chance_within_interval():
     rng = np.random.default_rng(5)
     X = rng.standard_normal((12 * 40, 16)).astype(np.float32)
     y = np.repeat(np.arange(12), 40)
-    for r in fewshot(X, y, way=5, shot=(1, 5), episodes=400, heads=("ncc", "ridge", "logistic", "1nn"), seed=1):
+    for r in fewshot(X, y, way=5, shot=(1, 5), episodes=300, heads=("ncc", "ridge", "logistic", "1nn"), seed=1):
         assert abs(r["mean"] - 0.2) <= 2 * r["ci95_t"], r        # 2 half-widths: a ~4-sigma band, fixed seed
 
 
@@ -171,7 +171,7 @@ def test_same_seed_same_numbers_and_heads_share_episodes():
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
 def test_engine_equals_per_episode_sklearn_loop_on_the_same_episodes():
     X, y = blobs(C=10, n=30, d=48, sep=0.35)
-    rep = fewshot_report(X, y, shot=(1, 5), episodes=40, heads=("ncc", "ridge", "logistic"), seed=3)
+    rep = fewshot_report(X, y, shot=(1, 5), episodes=25, heads=("ncc", "ridge", "logistic"), seed=3)
     Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
     makers = {"ncc": NearestCentroid, "ridge": lambda: RidgeClassifier(alpha=1.0),
               "logistic": lambda: LogisticRegression(C=1.0, tol=1e-10, max_iter=10000)}

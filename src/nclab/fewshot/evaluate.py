@@ -12,7 +12,6 @@ by the representer theorem); a second pass over the chunks forms W and scores th
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -67,24 +66,18 @@ def _head_list(heads) -> list[tuple[str, EpisodeHead]]:
 
 @contextlib.contextmanager
 def _cpu_threads(x: torch.Tensor, num_threads: int | None):
-    """Run with ``num_threads`` torch intra-op threads on CPU (restored afterwards).
+    """Run with ``num_threads`` torch intra-op threads on CPU (default 1; restored afterwards).
 
-    ``None`` keeps torch's setting unless the CPU is oversubscribed (1-minute load average at
-    least the core count): the per-chunk tensors are a few MB, and OpenMP fork/join across
-    threads that are not all scheduled makes each call wait for a time slice (measured 10-20x
-    slower on a loaded 2-core machine), while one thread loses at most the parallel speed-up.
+    The per-chunk tensors are a few MB: a second thread gains at most ~1.7x on an idle machine,
+    but when any other process competes for the cores, OpenMP fork/join waits for time slices
+    and calls get 10-100x slower (measured on a 2-core machine at load average 2-7: ridge over
+    2,000 episodes 0.14 s with one thread, 0.3-52 s with two). One thread is the robust default.
     """
     if x.device.type != "cpu":
         yield
         return
-    if num_threads is None:
-        try:
-            busy = os.getloadavg()[0] >= (os.cpu_count() or 1)
-        except OSError:
-            busy = False
-        num_threads = 1 if busy else torch.get_num_threads()
     before = torch.get_num_threads()
-    torch.set_num_threads(int(num_threads))
+    torch.set_num_threads(int(num_threads or 1))
     try:
         yield
     finally:
@@ -236,7 +229,7 @@ def fewshot(features, labels, way: int = 5, shot: int | Sequence[int] = (1, 5), 
     ``transform``: "l2" (default, as RFS), "none", "center" or "center+l2" (SimpleShot CL2N;
     these need ``base_mean`` or ``base_features``, the base classes' features).
     ``episode_sets``: previously saved :class:`Episodes` (one per shot) to replay instead of sampling.
-    ``num_threads``: CPU threads for the evaluation (default: see ``_cpu_threads``).
+    ``num_threads``: CPU threads for the evaluation (default 1; see ``_cpu_threads``).
     Interval conventions: :mod:`nclab.fewshot.stats`.
     """
     return fewshot_report(features, labels, way, shot, query, episodes, heads, seed, transform, base_mean,

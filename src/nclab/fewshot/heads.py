@@ -98,7 +98,8 @@ class RidgeHead(EpisodeHead):
     dual W = Xc^T (Xc Xc^T + alpha I)^{-1} Yc otherwise (s x s), by batched Cholesky in float64;
     b = mean(Y) - mean(X) W. Predict argmax_c (q W + b)_c. Galanti et al. 2022 (experiments).
     With targets in {-1, 1} instead of {0, 1}, W doubles and b shifts: the same predictions,
-    and decision values equal to scikit-learn's."""
+    and decision values equal to scikit-learn's. Fitted: ``coef_`` E x k x d (scikit-learn's
+    k x d per episode), ``intercept_`` E x k."""
 
     def __init__(self, alpha: float = 1.0, fit_intercept: bool = True, solver: str = "auto"):
         self.alpha = alpha
