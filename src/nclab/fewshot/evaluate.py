@@ -112,9 +112,17 @@ def evaluate_episodes(features, labels, episodes: Episodes, heads=("ncc", "ridge
     iterative = [(name, h) for name, h in heads if isinstance(h, LogisticHead)]
     correct = {name: torch.empty(E, dtype=torch.float64, device=x.device) for name, _ in heads}
 
-    def gather(rows: torch.Tensor) -> torch.Tensor:
+    # Gathered rows go into two buffers allocated once: a fresh multi-MB tensor per chunk
+    # costs page faults that take longer than the copy itself.
+    buffers: dict[int, torch.Tensor] = {}
+
+    def gather(rows: torch.Tensor, slot: int) -> torch.Tensor:
         flat = rows.reshape(-1)
-        block = x.index_select(0, flat)
+        buf = buffers.get(slot)
+        if buf is None or buf.numel() < flat.numel() * x.shape[1]:
+            buf = buffers[slot] = torch.empty(flat.numel() * x.shape[1], dtype=x.dtype, device=x.device)
+        block = buf[:flat.numel() * x.shape[1]].view(flat.numel(), x.shape[1])
+        torch.index_select(x, 0, flat, out=block)
         if _row_scale is not None:
             block.mul_(_row_scale.index_select(0, flat)[:, None])
         block = block.view(rows.shape[0], rows.shape[1], -1)
@@ -122,11 +130,11 @@ def evaluate_episodes(features, labels, episodes: Episodes, heads=("ncc", "ridge
 
     grams = []
     for lo in range(0, E, B):
-        S = gather(sup[lo:lo + B])
+        S = gather(sup[lo:lo + B], 0)
         if iterative:
             grams.append(torch.bmm(S, S.transpose(1, 2)))
         if direct:
-            Q = gather(qry[lo:lo + B])
+            Q = gather(qry[lo:lo + B], 1)
             for name, h in direct:
                 correct[name][lo:lo + B] = (h.fit(S, ys, n_classes=k).predict(Q) == yq).double().mean(1)
     if iterative:
@@ -136,7 +144,7 @@ def evaluate_episodes(features, labels, episodes: Episodes, heads=("ncc", "ridge
             h.fit_gram(K, ys, n_classes=k, rtol=rtol)
             # second pass: W = S^T A per chunk, then the logits of the queries
             for lo in range(0, E, B):
-                S, Q = gather(sup[lo:lo + B]), gather(qry[lo:lo + B])
+                S, Q = gather(sup[lo:lo + B], 0), gather(qry[lo:lo + B], 1)
                 coef = torch.bmm(h.dual_coef_[lo:lo + B].transpose(1, 2).to(S.dtype), S)        # A^T S
                 logits = torch.bmm(Q, coef.transpose(1, 2)).double() + h.intercept_[lo:lo + B, None, :]
                 correct[name][lo:lo + B] = (logits.argmax(-1) == yq).double().mean(1)
