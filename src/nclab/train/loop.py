@@ -68,14 +68,16 @@ def _running(device, regs) -> dict[str, torch.Tensor]:
     return {k: torch.zeros((), dtype=torch.float64, device=device) for k in keys}
 
 
-def train_worker(fabric, run_dir: str | Path, callbacks: Sequence[EpochCallback] = ()) -> dict | None:
-    """Train (or continue training) the run in ``run_dir`` on this process; rank 0 returns the summary."""
+def train_worker(fabric, run_dir: str | Path, callbacks: Sequence[EpochCallback] = (),
+                 data: PreparedData | None = None) -> dict | None:
+    """Train (or continue training) the run in ``run_dir`` on this process; rank 0 returns the
+    summary. ``data``: the run's splits if the caller has them loaded already (single process)."""
     run = RunDir.open(run_dir)
     cfg = run.config()
     tc, rank0 = cfg.train, fabric.global_rank == 0
     if cfg.trainer.threads or fabric.world_size > 1:
         torch.set_num_threads(cfg.trainer.threads or max(1, (os.cpu_count() or 1) // fabric.world_size))
-    data = prepare_data(cfg.data)
+    data = data if data is not None else prepare_data(cfg.data)
     if data.fingerprint != run.data_info()["fingerprint"]:
         raise NclabError(f"{run.path}: the dataset changed since the run started "
                          f"(fingerprint {data.fingerprint} != {run.data_info()['fingerprint']})")

@@ -63,12 +63,14 @@ def data_info(data: PreparedData) -> dict:
                        for s, v in data.splits.items()}}
 
 
-def _launch(run: RunDir, cfg: RunConfig, callbacks: Sequence[EpochCallback]) -> dict | None:
+def _launch(run: RunDir, cfg: RunConfig, callbacks: Sequence[EpochCallback],
+            data: PreparedData | None = None) -> dict | None:
     from nclab.train.loop import train_worker
     fabric = _fabric(cfg)
     if cfg.trainer.devices > 1:
+        # spawned processes load the (cached) data themselves rather than receive it pickled
         return fabric.launch(train_worker, str(run.path), tuple(callbacks))
-    return train_worker(fabric, run.path, callbacks)
+    return train_worker(fabric, run.path, callbacks, data)
 
 
 def start_run(config: str | os.PathLike | None, overrides: Sequence[str] = (), out: str | os.PathLike | None = None,
@@ -80,8 +82,7 @@ def start_run(config: str | os.PathLike | None, overrides: Sequence[str] = (), o
     pre = Preprocess.fit(data.splits["train"].images)
     path = Path(out) if out is not None else RunDir.default_path(cfg.name)
     run = RunDir.create(path, cfg, pre, data_info(data))
-    del data
-    _launch(run, cfg, callbacks)
+    _launch(run, cfg, callbacks, data)
     return run
 
 
