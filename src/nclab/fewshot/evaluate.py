@@ -12,6 +12,8 @@ by the representer theorem); a second pass over the chunks forms W and scores th
 from __future__ import annotations
 
 import contextlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -66,34 +68,67 @@ def _head_list(heads) -> list[tuple[str, EpisodeHead]]:
 
 @contextlib.contextmanager
 def _cpu_threads(x: torch.Tensor, num_threads: int | None):
-    """Run with ``num_threads`` torch intra-op threads on CPU (default 1; restored afterwards).
+    """Evaluation threads on CPU: yields the number of workers, ``num_threads`` or by default
+    ``torch.get_num_threads()``, each running single-threaded torch ops (restored afterwards).
 
-    The per-chunk tensors are a few MB: a second thread gains at most ~1.7x on an idle machine,
-    but when any other process competes for the cores, OpenMP fork/join waits for time slices
-    and calls get 10-100x slower (measured on a 2-core machine at load average 2-7: ridge over
-    2,000 episodes 0.14 s with one thread, 0.3-52 s with two). One thread is the robust default.
+    Workers take whole chunks of episodes from a shared queue (:func:`_parallel`) instead of
+    splitting each small op across OpenMP threads: per-chunk tensors are a few MB, and OpenMP
+    fork/join per op both costs more than it saves and, when other processes compete for the
+    cores, waits for time slices at every barrier (measured on a 2-core machine at load average
+    2-7: ridge over 2,000 episodes 0.14 s with one thread, 0.3-52 s with two OpenMP threads).
+    Independent workers have no barriers, so a busy machine only slows them down in proportion.
     """
     if x.device.type != "cpu":
-        yield
+        yield 1
         return
     before = torch.get_num_threads()
-    torch.set_num_threads(int(num_threads or 1))
+    workers = max(1, int(num_threads or before))
+    torch.set_num_threads(1)
     try:
-        yield
+        yield workers
     finally:
         torch.set_num_threads(before)
 
 
+def _parallel(fn, items, workers: int) -> list:
+    """``[fn(i) for i in items]``, on ``workers`` threads taking items in turn (torch ops release
+    the GIL); each thread runs single-threaded torch ops. Results do not depend on the schedule."""
+    items = list(items)
+    if workers <= 1 or len(items) <= 1:
+        return [fn(i) for i in items]
+
+    def run(i):
+        if torch.get_num_threads() != 1:
+            torch.set_num_threads(1)                       # OpenMP thread counts are per thread
+        return fn(i)
+
+    with ThreadPoolExecutor(min(workers, len(items))) as pool:
+        return list(pool.map(run, items))
+
+
+def _row_norms_inverse(x: torch.Tensor, workers: int) -> torch.Tensor:
+    """1 / max(||x_i||, 1e-12) for every row, in row blocks spread over the workers."""
+    out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+    step = max(1, -(-x.shape[0] // (4 * workers)))
+
+    def block(lo):
+        torch.linalg.vector_norm(x[lo:lo + step], dim=1, out=out[lo:lo + step])
+        out[lo:lo + step].clamp_min_(1e-12).reciprocal_()
+    _parallel(block, range(0, x.shape[0], step), workers)
+    return out
+
+
 def _chunk_size(way: int, per_class: int, d: int, itemsize: int) -> int:
-    # ~8 MB gathered buffer: stays in cache while the heads read it several times
-    return max(1, (8 << 20) // max(1, way * per_class * d * itemsize))
+    # ~4 MB gathered block: stays in cache while the heads read it, per worker
+    return max(1, (4 << 20) // max(1, way * per_class * d * itemsize))
 
 
 def evaluate_episodes(features, labels, episodes: Episodes, heads=("ncc", "ridge", "logistic"),
                       transform: str = "l2", base_mean=None, chunk_size: int | None = None,
-                      _row_scale: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+                      _row_scale: torch.Tensor | None = None, _workers: int = 1) -> dict[str, np.ndarray]:
     """Per-episode accuracies (fractions) of each head on ``episodes``: ``{head name: E-vector}``.
-    (``_row_scale``: internal, per-row factors applied to gathered rows, as 1/||x|| for "l2".)"""
+    (Internal: ``_row_scale``, per-row factors of the features, as 1/||x|| for "l2"; ``_workers``,
+    threads taking chunks of episodes, each with single-threaded torch ops.)"""
     x = _features(features)
     y = _labels(labels, x.shape[0])
     episodes.check(y)
@@ -103,51 +138,96 @@ def evaluate_episodes(features, labels, episodes: Episodes, heads=("ncc", "ridge
     k, n, q, E = episodes.way, episodes.shot, episodes.query, episodes.n_episodes
     if int(episodes.indices.min()) < 0 or int(episodes.indices.max()) >= x.shape[0]:
         raise NclabError(f"episodes: row indices must lie in 0..{x.shape[0] - 1} (the feature rows)")
-    sup = torch.from_numpy(np.ascontiguousarray(episodes.support.reshape(E, k * n))).to(x.device)
-    qry = torch.from_numpy(np.ascontiguousarray(episodes.queries.reshape(E, k * q))).to(x.device)
+    if transform == "l2" and _row_scale is None:
+        _row_scale = _row_norms_inverse(x, _workers)
+        transform = "none"
+    s = k * n
+    # each episode's rows in one index vector: its support (class by class), then its queries
+    rows = torch.from_numpy(np.concatenate([episodes.support.reshape(E, s), episodes.queries.reshape(E, k * q)],
+                                           axis=1)).to(x.device)
     ys = torch.arange(k, device=x.device).repeat_interleave(n)
     yq = torch.arange(k, device=x.device).repeat_interleave(q)
     B = chunk_size or _chunk_size(k, n + q, x.shape[1], x.element_size())
+    starts = range(0, E, B)
     direct = [(name, h) for name, h in heads if not isinstance(h, LogisticHead)]
     iterative = [(name, h) for name, h in heads if isinstance(h, LogisticHead)]
     correct = {name: torch.empty(E, dtype=torch.float64, device=x.device) for name, _ in heads}
+    # Gathered rows go into one buffer per thread, allocated once: a fresh multi-MB tensor per
+    # chunk costs page faults that take longer than the copy itself.
+    local = threading.local()
 
-    # Gathered rows go into two buffers allocated once: a fresh multi-MB tensor per chunk
-    # costs page faults that take longer than the copy itself.
-    buffers: dict[int, torch.Tensor] = {}
-
-    def gather(rows: torch.Tensor, slot: int) -> torch.Tensor:
-        flat = rows.reshape(-1)
-        buf = buffers.get(slot)
-        if buf is None or buf.numel() < flat.numel() * x.shape[1]:
-            buf = buffers[slot] = torch.empty(flat.numel() * x.shape[1], dtype=x.dtype, device=x.device)
-        block = buf[:flat.numel() * x.shape[1]].view(flat.numel(), x.shape[1])
+    def gather(lo: int, width: int):
+        """Rows ``rows[lo:lo + B, :width]`` as a chunk x width x d block, and their row scales."""
+        idx = rows[lo:lo + B, :width]
+        flat = idx.reshape(-1)
+        size = B * rows.shape[1] * x.shape[1]
+        if getattr(local, "buf", None) is None:
+            local.buf = torch.empty(size, dtype=x.dtype, device=x.device)
+        block = local.buf[:flat.numel() * x.shape[1]].view(flat.numel(), x.shape[1])
         torch.index_select(x, 0, flat, out=block)
-        if _row_scale is not None:
-            block.mul_(_row_scale.index_select(0, flat)[:, None])
-        block = block.view(rows.shape[0], rows.shape[1], -1)
-        return apply_transform_(block, transform, mean) if transform != "none" else block
+        block = block.view(idx.shape[0], width, x.shape[1])
+        if transform != "none":
+            apply_transform_(block, transform, mean)
+        scale = None if _row_scale is None else _row_scale.index_select(0, flat).view(idx.shape)
+        return block, scale
 
-    grams = []
-    for lo in range(0, E, B):
-        S = gather(sup[lo:lo + B], 0)
-        if iterative:
-            grams.append(torch.bmm(S, S.transpose(1, 2)))
-        if direct:
-            Q = gather(qry[lo:lo + B], 1)
-            for name, h in direct:
-                correct[name][lo:lo + B] = (h.fit(S, ys, n_classes=k).predict(Q) == yq).double().mean(1)
-    if iterative:
-        K = torch.cat(grams)
-        rtol = gram_rtol(x.dtype, k * n, x.shape[1])
+    def direct_chunk(lo: int):
+        block, scale = gather(lo, rows.shape[1])
+        S, Q = block[:, :s], block[:, s:]
+        pending = []
+        for name, h in direct:
+            pred = None
+            if hasattr(h, "predict_scaled"):
+                ones = scale is None
+                a = torch.ones(S.shape[:2], dtype=x.dtype, device=x.device) if ones else scale[:, :s]
+                c = torch.ones(Q.shape[:2], dtype=x.dtype, device=x.device) if ones else scale[:, s:]
+                pred = h.predict_scaled(S, ys, k, Q, a, c)
+            if pred is None:
+                pending.append((name, h))
+            else:
+                correct[name][lo:lo + B] = (pred == yq).double().mean(1)
+        if pending and scale is not None:
+            block.mul_(scale[..., None])               # the rows themselves, for the other heads
+        for name, h in pending:
+            correct[name][lo:lo + B] = (h.fit(S, ys, n_classes=k).predict(Q) == yq).double().mean(1)
+
+    def gram_chunk(lo: int) -> torch.Tensor:
+        S, scale = gather(lo, s)
+        K = torch.bmm(S, S.transpose(1, 2))
+        return K if scale is None else K * (scale[:, :, None] * scale[:, None, :])
+
+    def logits_chunk(lo: int):
+        block, scale = gather(lo, rows.shape[1])
+        S, Q = block[:, :s], block[:, s:]
         for name, h in iterative:
-            h.fit_gram(K, ys, n_classes=k, rtol=rtol)
-            # second pass: W = S^T A per chunk, then the logits of the queries
-            for lo in range(0, E, B):
-                S, Q = gather(sup[lo:lo + B], 0), gather(qry[lo:lo + B], 1)
-                coef = torch.bmm(h.dual_coef_[lo:lo + B].transpose(1, 2).to(S.dtype), S)        # A^T S
-                logits = torch.bmm(Q, coef.transpose(1, 2)).double() + h.intercept_[lo:lo + B, None, :]
-                correct[name][lo:lo + B] = (logits.argmax(-1) == yq).double().mean(1)
+            A = h.dual_coef_[lo:lo + B]
+            if scale is not None:
+                A = A * scale[:, :s, None]
+            coef = torch.bmm(A.transpose(1, 2).to(S.dtype), S)                          # A^T diag(a) S
+            logits = torch.bmm(Q, coef.transpose(1, 2)).double()
+            if scale is not None:
+                logits *= scale[:, s:, None]
+            logits += h.intercept_[lo:lo + B, None, :]
+            correct[name][lo:lo + B] = (logits.argmax(-1) == yq).double().mean(1)
+
+    if direct:
+        _parallel(direct_chunk, starts, _workers)
+    if iterative:
+        K = torch.cat(_parallel(gram_chunk, starts, _workers))
+        rtol = gram_rtol(x.dtype, s, x.shape[1])
+        # L-BFGS on independent slices of episodes, one per worker: each slice stops on its own
+        step = -(-E // _workers)
+        for name, h in iterative:
+            def fit_part(lo, h=h):
+                part = type(h)(**{a: v for a, v in vars(h).items() if not a.endswith("_")})
+                return part.fit_gram(K[lo:lo + step], ys, n_classes=k, rtol=rtol)
+            parts = _parallel(fit_part, range(0, E, step), _workers)
+            h.n_classes_ = k
+            h.dual_coef_ = torch.cat([p.dual_coef_ for p in parts])
+            h.intercept_ = torch.cat([p.intercept_ for p in parts])
+            h.n_iter_ = max(p.n_iter_ for p in parts)
+        # second pass: W = S^T diag(a) A per chunk, then the logits of the queries
+        _parallel(logits_chunk, starts, _workers)
     return {name: correct[name].double().cpu().numpy() for name, _ in heads}
 
 
@@ -178,7 +258,8 @@ def fewshot_report(features, labels, way: int = 5, shot: int | Sequence[int] = (
         # 1 / ||x|| once per row (one read of N x d), applied to each gathered block while it is
         # in cache: cheaper than normalising every gathered row (E k (n + q) rows, several N)
         # and than writing a normalised copy of the whole matrix
-        row_scale = 1 / torch.linalg.vector_norm(x, dim=1).clamp_min(1e-12)
+        with _cpu_threads(x, num_threads) as workers:
+            row_scale = _row_norms_inverse(x, workers)
         transform = "none"
     elif transform != "none":
         x = _transformed(x, transform, base_mean)           # centring: one transformed copy
@@ -193,8 +274,9 @@ def fewshot_report(features, labels, way: int = 5, shot: int | Sequence[int] = (
         else:
             ep = EpisodeSampler(way, n, query, episodes, seed).sample(y)
         result.episodes[n] = ep
-        with _cpu_threads(x, num_threads):
-            acc = evaluate_episodes(x, y, ep, heads, transform, base_mean, chunk_size, _row_scale=row_scale)
+        with _cpu_threads(x, num_threads) as workers:
+            acc = evaluate_episodes(x, y, ep, heads, transform, base_mean, chunk_size, _row_scale=row_scale,
+                                    _workers=workers)
         for name in names:
             result.accuracies[(n, name)] = acc[name]
             result.rows.append({"way": way, "shot": n, "query": query, "head": name, "episodes": ep.n_episodes,
@@ -237,7 +319,7 @@ def fewshot(features, labels, way: int = 5, shot: int | Sequence[int] = (1, 5), 
     ``transform``: "l2" (default, as RFS), "none", "center" or "center+l2" (SimpleShot CL2N;
     these need ``base_mean`` or ``base_features``, the base classes' features).
     ``episode_sets``: previously saved :class:`Episodes` (one per shot) to replay instead of sampling.
-    ``num_threads``: CPU threads for the evaluation (default 1; see ``_cpu_threads``).
+    ``num_threads``: CPU threads for the evaluation (default ``torch.get_num_threads()``; see ``_cpu_threads``).
     Interval conventions: :mod:`nclab.fewshot.stats`.
     """
     return fewshot_report(features, labels, way, shot, query, episodes, heads, seed, transform, base_mean,
