@@ -121,10 +121,11 @@ def train_worker(fabric, run_dir: str | Path, callbacks: Sequence[EpochCallback]
 
     def checkpoint(records: int) -> None:
         gathered = {k: fabric.all_gather(v).reshape(world).cpu() for k, v in sums.items()}
+        rngs = _gather_rng(fabric)                 # a collective: every rank takes part
         if rank0:
             save_checkpoint(run.path, model, {
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": _gather_rng(fabric), "epoch": epoch, "step": step, "global_step": global_step,
+                "rng": rngs, "epoch": epoch, "step": step, "global_step": global_step,
                 "seconds": seconds_done + time.perf_counter() - t_start, "sums": gathered, "records": records})
         fabric.barrier()
 
