@@ -58,7 +58,12 @@ def mean_geometry(means: Tensor, counts: Tensor | None = None, global_mean: str 
                   rtol: float | None = None) -> MeanGeometry:
     """Centre the class means (g = mean of the means, or the count-weighted sample mean) and take
     the thin SVD of M. tol = rtol * S_max with rtol = max(K, d) * eps64 by default (the
-    ``numpy.linalg.matrix_rank`` convention). Papyan et al. 2020, Sigma_B = M^T M / K."""
+    ``numpy.linalg.matrix_rank`` convention). Papyan et al. 2020, Sigma_B = M^T M / K.
+
+    LAPACK runs single-threaded here on CPU: its divide-and-conquer SVD is a long chain of small
+    BLAS calls whose thread barriers cost far more than they save when the cores are shared
+    (the 1,000 x 2,048 SVD of the benchmark was profiled at 24 s inside a 2-thread run on the
+    shared machine, 0.5 s in isolation)."""
     means = means.to(torch.float64)
     if global_mean == "unweighted":
         g = means.mean(0)
@@ -69,11 +74,16 @@ def mean_geometry(means: Tensor, counts: Tensor | None = None, global_mean: str 
         raise NclabError(f"global_mean: expected 'unweighted' or 'weighted', got {global_mean!r}")
     M = means - g
     K, d = M.shape
-    if K < d:   # LAPACK's divide and conquer runs markedly faster on the tall orientation (measured)
-        V, S, Uh = torch.linalg.svd(M.T, full_matrices=False)
-        U, Vh = Uh.T, V.T
-    else:
-        U, S, Vh = torch.linalg.svd(M, full_matrices=False)
+    with _intraop_threads(1 if M.device.type == "cpu" else None):
+        if K < d:
+            # Householder QR of the tall M^T = Q R (backward stable, BLAS-3), then the SVD of the
+            # K x K triangle R = U_r S V_r^T: M = V_r S (Q U_r)^T. Same singular values to
+            # eps ||M|| as a direct SVD, at a fraction of the cost for d >> K.
+            Q, R = torch.linalg.qr(M.T)
+            Ur, S, Vrh = torch.linalg.svd(R)
+            U, Vh = Vrh.T, (Q @ Ur).T
+        else:
+            U, S, Vh = torch.linalg.svd(M, full_matrices=False)
     rtol = max(K, d) * _EPS if rtol is None else float(rtol)
     tol = rtol * float(S[0]) if S.numel() else 0.0
     return MeanGeometry(g, M, U, S, Vh, int((S > tol).sum()), tol)
@@ -555,8 +565,10 @@ def measure(features, labels, W=None, b=None, *, n_classes: int | None = None, g
         raise NclabError(f"labels: expected values in 0..{C - 1}, got {top - 1}")
     Wt, bt = _classifier(W, b, C, d, X.device)
     # chunks of ~4 MiB of float64 stay in cache through the few element-wise passes of an update
-    # and are recycled by the allocator (larger ones are mapped and page-faulted afresh each time)
-    rows = chunk_rows or max(16, (1 << 19) // max(d, C))
+    # and are recycled by the allocator (larger ones are mapped and page-faulted afresh each time);
+    # when the per-chunk GEMMs dominate (large d, K or C) up to 1,024 rows (16 MiB) keep them at
+    # full rate (256-row chunks ran ~1.5x slower at d=2,048, C=1,000; measured single-threaded)
+    rows = chunk_rows or max(16, (1 << 19) // max(d, C), min(1024, (1 << 21) // max(d, C)))
     n_workers = max(1, int(num_threads or torch.get_num_threads())) if X.device.type == "cpu" else 1
     starts = list(range(0, N, rows))
 

@@ -285,8 +285,19 @@ class CentredPass(Metric):
         self.register_buffer("mu", means)
         proj = proj.to(means.device, torch.float64)
         self.register_buffer("proj", proj)
-        self.register_buffer("proj_t", proj.T.contiguous())
         self.register_buffer("m_sq", (proj * proj).sum(1))                # ||m_c||^2
+        # float32 copies for the NCC scores, with a rigorous bound of their rounding error
+        # (as for the logits below): a score whose top-2 margin is within it is redone in float64
+        self.register_buffer("proj32", proj.to(torch.float32))
+        self.register_buffer("m_sq32", self.m_sq.to(torch.float32))
+        u, kk = 2.0 ** -24, proj.shape[1]
+        gamma_k = kk * u / (1 - kk * u)
+        # |fl32(m_sq_c - 2 P_c . a) - (m_sq_c - 2 P_c . a)| <= es ||a|| + em  (a = Q^T (h - g)):
+        # 2 (gamma_k + 3u) ||P_c|| ||a|| for the rounded inputs and the dot product, plus the
+        # rounding of m_sq and of the subtraction (3u (m_sq + 2 ||P_c|| ||a||)); doubled for margin
+        pmax = float(proj.norm(dim=1).max()) if K else 0.0
+        self.es = 2 * (2 * (gamma_k + 3 * u) + 6 * u) * pmax
+        self.em = 2 * 3 * u * float(self.m_sq.max()) if K else 0.0
         dev = means.device
         lookup = torch.full((num_classes,), -1, dtype=torch.int64, device=dev)
         lookup[classes.to(device=dev, dtype=torch.int64)] = torch.arange(K, device=dev)
@@ -329,12 +340,31 @@ class CentredPass(Metric):
         # k x B = Q^T z^T: this orientation runs ~2x faster than z @ Q for a thin Q
         p = self.basis_t @ z.T
         self.quad += (p * p).sum(1)
-        xm = self.proj @ (p + self.proj_t[:, k])             # (h - g) . m_c, K x B
-        ncc = self.classes[torch.argmin(self.m_sq[:, None] - 2 * xm, dim=0)]
+        ncc = self.classes[self._ncc_argmin(p.add_(self.proj[k].T))]  # p + (U S)_y = Q^T (h - g)
         self.ncc_correct += (ncc == y).sum()
         if self.with_w:
             self.mismatch += (ncc != self._network_argmax(given, z, k)).sum()
         self.n += h.shape[0]
+
+    def _ncc_argmin(self, a: Tensor) -> Tensor:
+        """argmin_c ||h - mu_c||^2 = argmin_c (||m_c||^2 - 2 m_c . (h - g)) from a = Q^T (h - g)
+        (k x B), exactly as float64 would decide it: scores in float32 (a K x k x B GEMM at twice
+        the float64 rate), and the samples whose best two scores are closer than twice the
+        rigorous error bound are rescored in float64."""
+        exact = lambda cols: torch.argmin(self.m_sq[:, None] - 2 * (self.proj @ a[:, cols]), dim=0)  # noqa: E731
+        if torch.get_float32_matmul_precision() != "highest" or (a.is_cuda and torch.backends.cuda.matmul.allow_tf32):
+            return exact(slice(None))
+        a32 = a.to(torch.float32)
+        score = torch.addmm(self.m_sq32[:, None], self.proj32, a32, alpha=-2)    # K x B
+        best = torch.argmin(score, dim=0)
+        top1 = score.gather(0, best[None])[0]
+        top2 = score.scatter_(0, best[None], math.inf).min(dim=0).values
+        err = self.es * torch.linalg.vector_norm(a, dim=0) + self.em
+        unsure = (top2 - top1) <= 2 * err
+        if bool(unsure.any()):
+            cols = unsure.nonzero().flatten()
+            best[cols] = exact(cols)
+        return best
 
     def _network_argmax(self, given: Tensor, z: Tensor, k: Tensor) -> Tensor:
         """argmax_c (w_c . h + b_c), exactly as float64 would decide it."""
