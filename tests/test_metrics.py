@@ -303,6 +303,25 @@ def test_near_ties_in_network_decisions_are_decided_in_float64():
     assert got["nc4"] == reference(X, y, W, b)["nc4"]
 
 
+def test_near_ties_in_nearest_class_centre_are_decided_in_float64():
+    rng = np.random.default_rng(12)
+    C, d = 4, 40
+    X, y, W, b = random_problem(rng, C=C, d=d)
+    # samples within 1e-12 of the bisector of the final means of classes 0 and 1 (fixed point:
+    # the samples move the means): their float32 NCC scores round either way; float64 decides
+    y2 = np.concatenate([y, rng.integers(0, 2, 20)])
+    perp0, eps = rng.standard_normal((20, d)), 1e-12 * rng.standard_normal((20, 1))
+    X2 = np.concatenate([X, np.zeros((20, d))])
+    for _ in range(30):
+        mu = np.stack([X2[y2 == c].mean(0) for c in range(C)])
+        e = mu[1] - mu[0]
+        perp = perp0 - np.outer(perp0 @ e, e) / (e @ e)
+        X2[len(X):] = (mu[0] + mu[1]) / 2 + 1e-3 * perp + eps * e
+    got = measure(X2, y2, W, b).to_dict()
+    ref = reference(X2, y2, W, b)
+    assert got["ncc_accuracy"] == ref["ncc_accuracy"] and got["nc4"] == ref["nc4"]
+
+
 def test_huge_dimension_by_isometric_embedding():
     rng = np.random.default_rng(12)
     X, y, W, b = random_problem(rng, C=5, d=8, n_max=12)
