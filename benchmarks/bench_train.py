@@ -48,7 +48,7 @@ def plain_loop(images: np.ndarray, labels: np.ndarray, test_images: np.ndarray, 
             opt.step()
         model.eval()
         with torch.no_grad():
-            correct = sum(int((model(x_test[i:i + 512]).argmax(1) == y_test[i:i + 512]).sum())
+            _ = sum(int((model(x_test[i:i + 512]).argmax(1) == y_test[i:i + 512]).sum())
                           for i in range(0, len(y_test), 512))
         model.train()
     return time.perf_counter() - t

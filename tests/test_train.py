@@ -2,9 +2,7 @@
 
 import json
 import math
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file

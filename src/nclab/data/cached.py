@@ -36,6 +36,15 @@ def file_signature(paths: Iterable[str | os.PathLike]) -> list[list]:
     return sig
 
 
+def file_digest(path: str | os.PathLike, algorithm: str) -> str:
+    """Hex digest (``md5``, ``sha256``, ...) of a file, read in 1 MiB blocks (published checksums)."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def cache_path(kind: str, params: dict) -> Path:
     """The entry folder of ``kind`` for ``params``."""
     blob = json.dumps({"v": CACHE_VERSION, "kind": kind, **params}, sort_keys=True, default=str)

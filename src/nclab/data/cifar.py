@@ -15,7 +15,6 @@ area-resizes (cached).
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ from nclab.config import DataConfig
 from nclab.data import safe_pickle
 from nclab.data.archive import resolve_root
 from nclab.data.base import Dataset
-from nclab.data.cached import cached_arrays, file_signature
+from nclab.data.cached import cached_arrays, file_digest, file_signature
 from nclab.data.class_lists import CIFAR100_CLASSES, CIFAR100_SUPERCLASS_OF, CIFAR_FS, FC100
 from nclab.data.registry import register_dataset
 from nclab.data.resize import resize_area
@@ -35,14 +34,6 @@ from nclab.errors import NclabError
 CIFAR100_MD5 = {"train": "16019d7e3df5f24257cddd939b257f8d", "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
                 "meta": "7973b15100ade9c7d40fb424638fde48"}
 NATIVE_SIZE = 32
-
-
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _release_folder(root: Path) -> Path | None:
@@ -140,7 +131,7 @@ def _read(cfg: DataConfig, name: str, lists: dict[str, list[str]], pickle_patter
         d = read_cifar100_release(folder)
         images, labels, names, groups = d["images"], d["labels"], d["class_names"], d["groups"]
         class_splits = _class_splits(lists, names, folder / "meta")
-        md5_ok = {f: _md5(folder / f) == m for f, m in CIFAR100_MD5.items()}
+        md5_ok = {f: file_digest(folder / f, "md5") == m for f, m in CIFAR100_MD5.items()}
         checks["checksum"] = "ok (official MD5)" if all(md5_ok.values()) else (
             "differs from the official MD5 of " + ", ".join(f for f, ok in md5_ok.items() if not ok))
         meta = {"layout": "cifar-100-python", "root": str(folder)}

@@ -26,7 +26,6 @@ give the same dataset. Class splits (``data.split``):
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 import re
 import zipfile
@@ -37,7 +36,7 @@ import numpy as np
 from nclab.config import DataConfig
 from nclab.data.archive import extracted
 from nclab.data.base import Dataset
-from nclab.data.cached import cached_arrays, file_signature, from_json_array, json_array
+from nclab.data.cached import cached_arrays, file_digest, file_signature, from_json_array, json_array
 from nclab.data.class_lists import OMNIGLOT_COUNTS
 from nclab.data.imageio import read_images
 from nclab.data.registry import register_dataset
@@ -64,14 +63,6 @@ def omniglot_root(cfg: DataConfig) -> Path:
     return root
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _checksums(root: Path, files: list[Path]) -> str:
     """Verify ``files`` against ``root/SHA256SUMS`` when it lists them."""
     sums_file = root / "SHA256SUMS"
@@ -85,7 +76,7 @@ def _checksums(root: Path, files: list[Path]) -> str:
     checked = 0
     for f in files:
         if f.name in sums:
-            if _sha256(f) != sums[f.name]:
+            if file_digest(f, "sha256") != sums[f.name]:
                 raise NclabError(f"{f}: SHA-256 differs from {sums_file}; the file is corrupt or was changed")
             checked += 1
     return f"ok ({checked} files, SHA256SUMS)" if checked else "not listed in SHA256SUMS"
