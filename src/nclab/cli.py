@@ -8,6 +8,7 @@ in its handler, imported lazily so that ``nclab --help`` stays instant. User err
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from nclab.errors import NclabError
@@ -244,3 +245,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nclab: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:                     # `nclab data info glyphs | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
