@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -104,6 +104,11 @@ def _parallel(fn, items, workers: int) -> list:
 
     with ThreadPoolExecutor(min(workers, len(items))) as pool:
         return list(pool.map(run, items))
+
+
+def _single_threaded(fn, *args):
+    torch.set_num_threads(1)                               # this thread's OpenMP count only
+    return fn(*args)
 
 
 def _row_norms_inverse(x: torch.Tensor, workers: int) -> torch.Tensor:
@@ -258,8 +263,10 @@ def fewshot_report(features, labels, way: int = 5, shot: int | Sequence[int] = (
         # 1 / ||x|| once per row (one read of N x d), applied to each gathered block while it is
         # in cache: cheaper than normalising every gathered row (E k (n + q) rows, several N)
         # and than writing a normalised copy of the whole matrix
-        with _cpu_threads(x, num_threads) as workers:
-            row_scale = _row_norms_inverse(x, workers)
+        # (on a side thread, while the first episodes are sampled with NumPy)
+        side = ThreadPoolExecutor(1)
+        row_scale = side.submit(_single_threaded, _row_norms_inverse, x, 1)
+        side.shutdown(wait=False)
         transform = "none"
     elif transform != "none":
         x = _transformed(x, transform, base_mean)           # centring: one transformed copy
@@ -274,6 +281,8 @@ def fewshot_report(features, labels, way: int = 5, shot: int | Sequence[int] = (
         else:
             ep = EpisodeSampler(way, n, query, episodes, seed).sample(y)
         result.episodes[n] = ep
+        if isinstance(row_scale, Future):
+            row_scale = row_scale.result()
         with _cpu_threads(x, num_threads) as workers:
             acc = evaluate_episodes(x, y, ep, heads, transform, base_mean, chunk_size, _row_scale=row_scale,
                                     _workers=workers)
