@@ -9,8 +9,8 @@ classes), L2-normalised features for every method. nclab evaluates all 2,000 epi
 the references run episode by episode on the first ``--ref-episodes`` of the *same* episodes,
 and their per-episode accuracies are compared with nclab's on those episodes. Ratios are of
 per-episode times (medians over ``--reps`` repetitions for nclab).
-Every method gets ``--threads`` CPU threads (default 1: on a shared, oversubscribed machine
-multi-threaded small ops mostly measure the scheduler). Goals (issue 4): NCC and ridge >= 50x the scikit-learn loop and >= 20x easyfsl; logistic >= 10x.
+Every method gets ``--threads`` CPU threads (default ``torch.get_num_threads()``, nclab's own
+default: workers taking chunks of episodes, each with single-threaded ops). Goals (issue 4): NCC and ridge >= 50x the scikit-learn loop and >= 20x easyfsl; logistic >= 10x.
 """
 
 from __future__ import annotations
@@ -73,8 +73,8 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=2000)
     ap.add_argument("--ref-episodes", type=int, default=200, help="episodes for the per-episode loops")
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="CPU threads for every method (torch and BLAS); 1 keeps a shared machine's noise out")
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                    help="CPU threads for every method (torch and BLAS; nclab: workers); default torch's")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from threadpoolctl import threadpool_limits
