@@ -67,20 +67,12 @@ def split_images(loaded: LoadedRun, split: str) -> ImageSet:
 
 
 @torch.no_grad()
-def embed(model: Classifier, images: np.ndarray, preprocess: Preprocess, batch_size: int = 512,
-          logits: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """Penultimate features (N x d float32) of uint8 ``images`` (and logits if asked)."""
+def embed(model: Classifier, images: np.ndarray, preprocess: Preprocess, batch_size: int = 512) -> np.ndarray:
+    """Penultimate features (N x d float32) of uint8 ``images``."""
     p = next(model.parameters())
-    feats, outs = [], []
-    for x in eval_batches(images, preprocess, batch_size):
-        h, z = model(x.to(p.device, p.dtype), return_features=True)
-        feats.append(h.float().cpu())
-        outs.append(z.float().cpu())
-    d = model.feature_dim
-    F = torch.cat(feats).numpy() if feats else np.zeros((0, d), np.float32)
-    if logits:
-        return F, (torch.cat(outs).numpy() if outs else np.zeros((0, len(model.head.weight)), np.float32))
-    return F
+    feats = [model.features(x.to(p.device, p.dtype)).float().cpu()
+             for x in eval_batches(images, preprocess, batch_size)]
+    return torch.cat(feats).numpy() if feats else np.zeros((0, model.feature_dim), np.float32)
 
 
 def _classifier(model: Classifier) -> tuple[np.ndarray, np.ndarray]:
