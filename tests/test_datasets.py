@@ -17,6 +17,7 @@ from nclab.config import DataConfig
 from nclab.data import load_dataset
 from nclab.data.class_lists import CIFAR100_CLASSES, CIFAR100_SUPERCLASS_OF, CIFAR_FS, FC100
 from nclab.data.folder import load_image_folder
+from nclab.data import safe_pickle
 from nclab.data.resize import resize_area
 from nclab.errors import NclabError
 from tests.conftest import cache_entries, cache_files
@@ -80,14 +81,14 @@ def test_cifar_release_standard_splits(tmp_path, name, lists):
 def test_cifar_release_bad_inputs(tmp_path):
     folder = tmp_path / "cifar-100-python"
     make_cifar_release(folder)
-    meta = pickle.loads((folder / "meta").read_bytes())
+    meta = safe_pickle.load(folder / "meta")
     meta[b"fine_label_names"][CIFAR100_CLASSES.index("whale")] = b"wale"
     (folder / "meta").write_bytes(pickle.dumps(meta))
     with pytest.raises(NclabError, match=r"meta: the standard novel list names class 'whale', which the data lacks"):
         load("cifar-fs", tmp_path)
     make_cifar_release(tmp_path / "b" / "cifar-100-python")
     folder = tmp_path / "b" / "cifar-100-python"
-    d = pickle.loads((folder / "test").read_bytes())
+    d = safe_pickle.load(folder / "test")
     d[b"fine_labels"][5] = 100
     (folder / "test").write_bytes(pickle.dumps(d))
     with pytest.raises(NclabError, match=r"test: fine_labels value 100 out of range, expected 0..99"):

@@ -30,6 +30,17 @@ def make_temp_dir(parent: Path, name: str) -> Path:
     return tmp
 
 
+def publish_dir(tmp: Path, dest: Path) -> None:
+    """Rename the finished folder ``tmp`` onto ``dest``. If another process published ``dest``
+    first (same content by construction: a cache entry), keep theirs; ``tmp`` is then left for
+    the caller to remove."""
+    try:
+        os.replace(tmp, dest)
+    except OSError:
+        if not dest.is_dir():
+            raise
+
+
 def ensure_writable_dir(path: str | os.PathLike) -> Path:
     """Create ``path`` (and parents) if needed and check we can write there."""
     p = Path(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import torch
 from nclab.config import RunConfig
 from nclab.data.base import SPLITS, ImageSet
 from nclab.data.loader import eval_batches
-from nclab.data.prepare import prepare_data
+from nclab.data.prepare import PreparedData, prepare_data
 from nclab.data.transforms import Preprocess
 from nclab.errors import NclabError
 from nclab.featurefile import FeatureSet, load_features, save_features
@@ -29,6 +30,16 @@ class LoadedRun:
     preprocess: Preprocess
     model: Classifier              # eval mode
     source_classes: list[str]      # the classifier's own classes (train / test splits)
+
+    @cached_property
+    def data(self) -> PreparedData:
+        """The run's dataset splits, loaded once and checked against the run's fingerprint."""
+        data = prepare_data(self.config.data)
+        fp = self.run.data_info()["fingerprint"]
+        if data.fingerprint != fp:
+            raise NclabError(f"{self.run.path}: the dataset differs from the one the run trained on "
+                             f"(fingerprint {data.fingerprint} != {fp})")
+        return data
 
 
 def load_run(run_dir: str | os.PathLike, checkpoint: str = "final", device: str | torch.device = "cpu") -> LoadedRun:
@@ -55,14 +66,9 @@ def split_images(loaded: LoadedRun, split: str) -> ImageSet:
     """The run's own split ``split`` (train | test | val | novel) as stored uint8 images."""
     if split not in SPLITS:
         raise NclabError(f"split {split!r}: expected one of {', '.join(SPLITS)}")
-    data = prepare_data(loaded.config.data)
-    fp = loaded.run.data_info()["fingerprint"]
-    if data.fingerprint != fp:
-        raise NclabError(f"{loaded.run.path}: the dataset differs from the one the run trained on "
-                         f"(fingerprint {data.fingerprint} != {fp})")
-    images = data.splits[split]
+    images = loaded.data.splits[split]
     if len(images) == 0:
-        raise NclabError(f"dataset {data.name!r} has no {split!r} classes")
+        raise NclabError(f"dataset {loaded.data.name!r} has no {split!r} classes")
     return images
 
 

@@ -13,10 +13,10 @@ import os
 import shutil
 import stat
 import tarfile
-import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from nclab.atomic import make_temp_dir, publish_dir
 from nclab.data.cache import cache_dir
 from nclab.errors import NclabError
 
@@ -56,7 +56,7 @@ def extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
     if dest.exists():
         raise NclabError(f"{dest}: extraction target already exists")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    tmp = make_temp_dir(dest.parent, dest.name)
     try:
         try:
             if str(archive).lower().endswith(".zip"):
@@ -71,11 +71,7 @@ def extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
             raise
         except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError) as e:
             raise NclabError(f"{archive}: corrupt or truncated archive ({type(e).__name__}: {e})") from None
-        try:
-            os.replace(tmp, dest)
-        except OSError:
-            if not dest.is_dir():                       # else: a concurrent extraction won
-                raise
+        publish_dir(tmp, dest)                          # a concurrent extraction may have won
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

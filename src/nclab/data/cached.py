@@ -15,13 +15,13 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 
+from nclab.atomic import make_temp_dir, publish_dir
 from nclab.data.cache import cache_dir
 
 CACHE_VERSION = 1
@@ -64,7 +64,7 @@ def _read_entry(path: Path) -> dict[str, np.ndarray] | None:
 
 def _write_entry(path: Path, arrays: dict[str, np.ndarray]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = make_temp_dir(path.parent, path.name)
     try:
         for name, a in arrays.items():
             with open(tmp / f"{name}.npy", "wb") as fh:
@@ -73,11 +73,7 @@ def _write_entry(path: Path, arrays: dict[str, np.ndarray]) -> None:
                 os.fsync(fh.fileno())
         if path.exists():                               # an unreadable old entry
             shutil.rmtree(path, ignore_errors=True)
-        try:
-            os.replace(tmp, path)
-        except OSError:
-            if not path.is_dir():                       # else: a concurrent writer won
-                raise
+        publish_dir(tmp, path)                          # a concurrent writer may have won
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

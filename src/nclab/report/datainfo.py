@@ -29,7 +29,7 @@ def data_info(cfg: DataConfig) -> dict:
     info = {"name": ds.name, "splits": splits,
             "holdout": {"train": len(prepared.splits["train"]), "test": len(prepared.splits["test"]),
                         "per_class": cfg.holdout},
-            "image_shape": list(ds.image_shape), "fingerprint": ds.fingerprint(),
+            "image_shape": list(ds.image_shape), "fingerprint": prepared.fingerprint,
             "n_classes": len(ds.class_names), "n_samples": int(len(ds.labels))}
     if ds.meta:
         info["meta"] = ds.meta
