@@ -11,9 +11,7 @@ by the representer theorem); a second pass over the chunks forms W and scores th
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -23,9 +21,10 @@ import torch
 from nclab.errors import NclabError
 from nclab.fewshot.bound import class_moments, episode_cdnv, pairwise_cdnv, transfer_bound_term
 from nclab.fewshot.episodes import Episodes, EpisodeSampler
-from nclab.fewshot.heads import EpisodeHead, LogisticHead, gram_rtol, make_head
+from nclab.fewshot.heads import EpisodeHead, LogisticHead, NCCHead, RidgeHead, gram_rtol, make_head
 from nclab.fewshot.stats import confidence_interval
 from nclab.fewshot.transforms import apply_transform_, base_mean as _base_mean, check_transform
+from nclab.parallel import background, cpu_workers, empty, parallel_map, scratch
 
 ROW_KEYS = ("way", "shot", "query", "head", "episodes", "mean", "std", "ci95", "ci95_t")
 
@@ -45,7 +44,7 @@ def _features(features) -> torch.Tensor:
     x = features if torch.is_tensor(features) else torch.from_numpy(np.ascontiguousarray(features))
     if x.ndim != 2 or not x.is_floating_point():
         raise NclabError(f"features: expected a floating N x d matrix, got {x.dtype} shape {tuple(x.shape)}")
-    return x
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def _labels(labels, n: int) -> np.ndarray:
@@ -66,51 +65,6 @@ def _head_list(heads) -> list[tuple[str, EpisodeHead]]:
     return out
 
 
-@contextlib.contextmanager
-def _cpu_threads(x: torch.Tensor, num_threads: int | None):
-    """Evaluation threads on CPU: yields the number of workers, ``num_threads`` or by default
-    ``torch.get_num_threads()``, each running single-threaded torch ops (restored afterwards).
-
-    Workers take whole chunks of episodes from a shared queue (:func:`_parallel`) instead of
-    splitting each small op across OpenMP threads: per-chunk tensors are a few MB, and OpenMP
-    fork/join per op both costs more than it saves and, when other processes compete for the
-    cores, waits for time slices at every barrier (measured on a 2-core machine at load average
-    2-7: ridge over 2,000 episodes 0.14 s with one thread, 0.3-52 s with two OpenMP threads).
-    Independent workers have no barriers, so a busy machine only slows them down in proportion.
-    """
-    if x.device.type != "cpu":
-        yield 1
-        return
-    before = torch.get_num_threads()
-    workers = max(1, int(num_threads or before))
-    torch.set_num_threads(1)
-    try:
-        yield workers
-    finally:
-        torch.set_num_threads(before)
-
-
-def _parallel(fn, items, workers: int) -> list:
-    """``[fn(i) for i in items]``, on ``workers`` threads taking items in turn (torch ops release
-    the GIL); each thread runs single-threaded torch ops. Results do not depend on the schedule."""
-    items = list(items)
-    if workers <= 1 or len(items) <= 1:
-        return [fn(i) for i in items]
-
-    def run(i):
-        if torch.get_num_threads() != 1:
-            torch.set_num_threads(1)                       # OpenMP thread counts are per thread
-        return fn(i)
-
-    with ThreadPoolExecutor(min(workers, len(items))) as pool:
-        return list(pool.map(run, items))
-
-
-def _single_threaded(fn, *args):
-    torch.set_num_threads(1)                               # this thread's OpenMP count only
-    return fn(*args)
-
-
 def _row_norms_inverse(x: torch.Tensor, workers: int) -> torch.Tensor:
     """1 / max(||x_i||, 1e-12) for every row, in row blocks spread over the workers."""
     out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
@@ -119,13 +73,219 @@ def _row_norms_inverse(x: torch.Tensor, workers: int) -> torch.Tensor:
     def block(lo):
         torch.linalg.vector_norm(x[lo:lo + step], dim=1, out=out[lo:lo + step])
         out[lo:lo + step].clamp_min_(1e-12).reciprocal_()
-    _parallel(block, range(0, x.shape[0], step), workers)
+    parallel_map(block, range(0, x.shape[0], step), workers)
     return out
 
 
 def _chunk_size(way: int, per_class: int, d: int, itemsize: int) -> int:
     # ~4 MB gathered block: stays in cache while the heads read it, per worker
     return max(1, (4 << 20) // max(1, way * per_class * d * itemsize))
+
+
+def _bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``torch.bmm(a, b)``; on CPU through NumPy's ``matmul`` (zero-copy views), whose BLAS runs
+    the skinny per-episode products here (15-75 x d by d x k) ~3x faster than torch's batched
+    GEMM (measured on this project's 2-core AVX-512 machine: 5.4 vs 17 us for 75 x 640 x 5)."""
+    if a.device.type == "cpu" and a.dtype == b.dtype and a.dtype in (torch.float32, torch.float64):
+        return torch.from_numpy(np.matmul(a.numpy(), b.numpy()))
+    return torch.bmm(a, b)
+
+
+def _linear_kind(head: EpisodeHead) -> str | None:
+    """How the engine fits ``head`` when its predictions are argmax_c q.w_c + b_c with w_c in
+    the span of the support rows: "ncc" (centroids), "gram" (from the support Gram matrix:
+    dual ridge, logistic), or None (any other head: fitted on the gathered rows)."""
+    if isinstance(head, NCCHead) and head.metric in ("euclidean", "cosine"):
+        return "ncc"
+    if isinstance(head, LogisticHead) or (isinstance(head, RidgeHead) and head.solver != "primal"):
+        return "gram"
+    return None
+
+
+class _Engine:
+    """Accuracies of every head on a set of episodes of the rows of ``x``, each row i seen as
+    ``scale[i] * x[i]`` (the L2 normalisation without a normalised copy).
+
+    Linear heads (NCC, dual ridge, logistic) come down to per-episode class weights W (k x d)
+    and offsets b, a query q being predicted as argmax_c q.w_c + b_c / scale(q) (the scale of a
+    query multiplies all its scores, so it can move to the offsets). On a CPU the cost of this
+    task is reading rows of a large matrix at random, so the work is arranged for locality:
+
+    1. NCC centroids are weighted sums of support rows (``embedding_bag``: no gathered copy),
+       taken class by class so that each class's rows are read from memory about once;
+    2. ridge and logistic are solved in float64 from the support Gram matrices
+       K = diag(a) S S^T diag(a) alone (one pass over the support rows); their weights lie in
+       the support span, W = S^T diag(a) A, formed as weighted sums of rows;
+    3. the queries, 3/4 of the rows, are scored class by class: all the episode slots of a
+       class (its queries against their episode's weights) one after another, gathered once
+       for all heads.
+
+    Other heads (1-NN, custom heads) are fitted on gathered, scaled blocks of whole episodes.
+    Every episode is computed on its own: results do not depend on the chunking or the
+    number of workers.
+    """
+
+    def __init__(self, x: torch.Tensor, scale: torch.Tensor, episodes: Episodes, workers: int, chunk_size: int | None):
+        self.x, self.scale, self.workers, self.chunk = x, scale, workers, chunk_size
+        self.k, self.n, self.q, self.E = episodes.way, episodes.shot, episodes.query, episodes.n_episodes
+        idx = torch.from_numpy(np.ascontiguousarray(episodes.indices)).to(x.device)
+        self.support = idx[:, :, :self.n]                                                 # E x k x n
+        self.queries = idx[:, :, self.n:]                                                 # E x k x q
+        # slots (episode e, class position j) are numbered e * k + j; by_class orders them by class
+        slot_class = torch.from_numpy(np.asarray(episodes.indices[:, :, 0]).reshape(-1)).to(x.device)
+        self.by_class = torch.argsort(slot_class, stable=True)
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _gather(self, idx: torch.Tensor, name: str = "rows") -> torch.Tensor:
+        """Rows ``x[idx]`` (unscaled) as idx.shape + (d,), in a scratch buffer of this thread."""
+        flat = idx.reshape(-1)
+        out = scratch(name, (flat.numel(), self.x.shape[1]), self.x.dtype, self.x.device)
+        torch.index_select(self.x, 0, flat, out=out)
+        return out.view(*idx.shape, self.x.shape[1])
+
+    def _steps(self, total: int, rows_per_item: int) -> range:
+        """Chunk starts over ``total`` items of ``rows_per_item`` rows each (~4 MB gathered)."""
+        size = self.chunk or _chunk_size(1, rows_per_item, self.x.shape[1], self.x.element_size())
+        return range(0, total, max(1, size))
+
+    def _bag_sums(self, idx: torch.Tensor, weights: torch.Tensor, out: torch.Tensor, post=None) -> None:
+        """``out[r] = sum_t weights[r, t] * x[idx[r, t]]`` for the rows r of idx (B x m), in
+        chunks over the workers; ``post(lo, sums)`` may transform each chunk in place first."""
+        w = weights.to(self.x.dtype)
+
+        def chunk(lo):
+            sums = torch.nn.functional.embedding_bag(idx[lo:lo + step], self.x, mode="sum",
+                                                     per_sample_weights=w[lo:lo + step])
+            if post is not None:
+                post(lo, sums)
+            out[lo:lo + step].copy_(sums)
+        step = self._steps(idx.shape[0], idx.shape[1] * 4).step
+        parallel_map(chunk, range(0, idx.shape[0], step), self.workers)
+
+    # -- the heads ------------------------------------------------------------------------------
+    def ncc_weights(self, metric: str):
+        """(W, rows of W per slot, b per slot): W the class centroids of the scaled support rows,
+        stored in class order of the slots; b = -||w||^2 / 2 (euclidean: argmax 2 q.w - ||w||^2),
+        or W / ||W|| with b = 0 (cosine)."""
+        k, n, E = self.k, self.n, self.E
+        order = self.by_class
+        idx = self.support.reshape(E * k, n)[order]
+        W = empty((E * k, self.x.shape[1]), self.x.dtype, self.x.device)
+        b = torch.zeros(E * k, dtype=self.x.dtype, device=self.x.device)
+
+        def post(lo, sums):
+            if metric == "cosine":
+                sums.div_(torch.linalg.vector_norm(sums, dim=1, keepdim=True).clamp_min_(1e-12))
+            else:
+                torch.linalg.vector_norm(sums, dim=1, out=b[lo:lo + sums.shape[0]])
+        self._bag_sums(idx, self.scale[idx] / n, W, post)
+        rows = torch.empty_like(order).index_copy_(0, order, torch.arange(E * k, device=order.device))
+        bias = torch.empty_like(b).index_copy_(0, order, b.square_().mul_(-0.5))
+        return W, rows, bias
+
+    def gram(self) -> torch.Tensor:
+        """E x s x s support Gram matrices of the scaled rows, in float64."""
+        E, s = self.E, self.k * self.n
+        sup = self.support.reshape(E, s)
+        K = empty((E, s, s), torch.float64, self.x.device)
+
+        def chunk(lo):
+            idx = sup[lo:lo + B]
+            S = self._gather(idx)
+            St = scratch("rows_t", (idx.shape[0], self.x.shape[1], s), self.x.dtype, self.x.device)
+            St.copy_(S.transpose(1, 2))              # NumPy's BLAS: ~2x faster with S^T stored
+            a = self.scale[idx].double()
+            torch.mul(_bmm(S, St), a[:, :, None] * a[:, None, :], out=K[lo:lo + B])
+        B = self._steps(E, s).step
+        parallel_map(chunk, range(0, E, B), self.workers)
+        return K
+
+    def gram_fit(self, head: EpisodeHead, K: torch.Tensor):
+        """Fit ``head`` (ridge / logistic) from K on independent slices of episodes, one per
+        worker (an iterative solver stops on each slice on its own); W = S^T diag(a) A."""
+        E, k, s = self.E, self.k, self.k * self.n
+        ys = torch.arange(k, device=K.device).repeat_interleave(self.n)
+        rtol = gram_rtol(self.x.dtype, s, self.x.shape[1])
+        step = -(-E // self.workers)
+
+        def fit_part(lo):
+            part = type(head)(**{a: v for a, v in vars(head).items() if not a.endswith("_")})
+            if isinstance(part, LogisticHead):
+                return part.fit_gram(K[lo:lo + step], ys, n_classes=k, rtol=rtol)
+            return part.fit_gram(K[lo:lo + step], ys, n_classes=k)
+        parts = parallel_map(fit_part, range(0, E, step), self.workers)
+        head.n_classes_ = k
+        A = torch.cat([p.dual_coef_ for p in parts])                                       # E x s x k
+        b = torch.cat([p.intercept_ for p in parts])                                        # E x k
+        if isinstance(head, LogisticHead):
+            head.n_iter_ = max(p.n_iter_ for p in parts)
+        sup = self.support.reshape(E, s)
+        weights = (A * self.scale[sup].to(A.dtype)[:, :, None]).transpose(1, 2).reshape(E * k, s)
+        W = empty((E * k, self.x.shape[1]), self.x.dtype, self.x.device)
+        self._bag_sums(sup[:, None, :].expand(E, k, s).reshape(E * k, s), weights, W)
+        return W, None, b.reshape(-1).to(W.dtype)
+
+    def score_queries(self, forms: dict) -> dict[str, torch.Tensor]:
+        """Per-episode accuracy of argmax_c q.w_c + b_c / scale(q) for each head's
+        (W, rows of W per slot or None, b per slot); the queries taken slot by slot in class
+        order and gathered once for all heads."""
+        E, k, q, d = self.E, self.k, self.q, self.x.shape[1]
+        hits = {name: torch.empty(E * k, dtype=torch.int64, device=self.x.device) for name in forms}
+        order = self.by_class
+        qidx = self.queries.reshape(E * k, q)
+        within = torch.arange(k, device=order.device)
+
+        def chunk(lo):
+            slots = order[lo:lo + G]
+            rows = qidx[slots]
+            Q = self._gather(rows)                                                          # g x q x d
+            inv = self.scale[rows].reciprocal()[:, :, None]
+            e_slots = (slots // k)[:, None] * k + within                                    # g x k
+            j = (slots % k)[:, None]
+            for name, (W, wrows, b) in forms.items():
+                r = e_slots if wrows is None else wrows[e_slots]
+                Wg = torch.index_select(W, 0, r.reshape(-1), out=scratch("weights", (r.numel(), d), W.dtype, W.device))
+                scores = _bmm(Q, Wg.view(-1, k, d).transpose(1, 2))                        # g x q x k
+                scores += b[e_slots][:, None, :] * inv
+                hits[name][slots] = (scores.argmax(-1) == j).sum(1)
+        G = self._steps(E * k, q).step
+        parallel_map(chunk, range(0, E * k, G), self.workers)
+        return {name: h.view(E, k).sum(1).double() / (k * q) for name, h in hits.items()}
+
+    def generic(self, heads) -> dict[str, torch.Tensor]:
+        """Heads fitted on gathered blocks of whole episodes (rows scaled in the block)."""
+        E, k, n, q = self.E, self.k, self.n, self.q
+        rows = torch.cat([self.support.reshape(E, k * n), self.queries.reshape(E, k * q)], dim=1)
+        ys = torch.arange(k, device=self.x.device).repeat_interleave(n)
+        yq = torch.arange(k, device=self.x.device).repeat_interleave(q)
+        out = {name: torch.empty(E, dtype=torch.float64, device=self.x.device) for name, _ in heads}
+
+        def chunk(lo):
+            idx = rows[lo:lo + B]
+            block = self._gather(idx)
+            block.mul_(self.scale[idx][..., None])
+            S, Q = block[:, :k * n], block[:, k * n:]
+            for name, h in heads:
+                out[name][lo:lo + B] = (h.fit(S, ys, n_classes=k).predict(Q) == yq).double().mean(1)
+        B = self._steps(E, k * (n + q)).step
+        parallel_map(chunk, range(0, E, B), self.workers)
+        return out
+
+    def run(self, heads) -> dict[str, torch.Tensor]:
+        forms, generic = {}, []
+        K = self.gram() if any(_linear_kind(h) == "gram" for _, h in heads) else None
+        for name, h in heads:
+            kind = _linear_kind(h)
+            if kind == "ncc":
+                forms[name] = self.ncc_weights(h.metric)
+            elif kind == "gram":
+                forms[name] = self.gram_fit(h, K)
+            else:
+                generic.append((name, h))
+        acc = self.score_queries(forms) if forms else {}
+        if generic:
+            acc.update(self.generic(generic))
+        return acc
 
 
 def evaluate_episodes(features, labels, episodes: Episodes, heads=("ncc", "ridge", "logistic"),
@@ -138,102 +298,17 @@ def evaluate_episodes(features, labels, episodes: Episodes, heads=("ncc", "ridge
     y = _labels(labels, x.shape[0])
     episodes.check(y)
     check_transform(transform, base_mean)
-    mean = None if base_mean is None else torch.as_tensor(base_mean).to(device=x.device, dtype=x.dtype)
     heads = _head_list(heads)
-    k, n, q, E = episodes.way, episodes.shot, episodes.query, episodes.n_episodes
     if int(episodes.indices.min()) < 0 or int(episodes.indices.max()) >= x.shape[0]:
         raise NclabError(f"episodes: row indices must lie in 0..{x.shape[0] - 1} (the feature rows)")
-    if transform == "l2" and _row_scale is None:
+    if transform.startswith("center"):
+        x = _transformed(x, transform, base_mean)
+    elif transform == "l2" and _row_scale is None:
         _row_scale = _row_norms_inverse(x, _workers)
-        transform = "none"
-    s = k * n
-    # each episode's rows in one index vector: its support (class by class), then its queries
-    rows = torch.from_numpy(np.concatenate([episodes.support.reshape(E, s), episodes.queries.reshape(E, k * q)],
-                                           axis=1)).to(x.device)
-    ys = torch.arange(k, device=x.device).repeat_interleave(n)
-    yq = torch.arange(k, device=x.device).repeat_interleave(q)
-    B = chunk_size or _chunk_size(k, n + q, x.shape[1], x.element_size())
-    starts = range(0, E, B)
-    direct = [(name, h) for name, h in heads if not isinstance(h, LogisticHead)]
-    iterative = [(name, h) for name, h in heads if isinstance(h, LogisticHead)]
-    correct = {name: torch.empty(E, dtype=torch.float64, device=x.device) for name, _ in heads}
-    # Gathered rows go into one buffer per thread, allocated once: a fresh multi-MB tensor per
-    # chunk costs page faults that take longer than the copy itself.
-    local = threading.local()
-
-    def gather(lo: int, width: int):
-        """Rows ``rows[lo:lo + B, :width]`` as a chunk x width x d block, and their row scales."""
-        idx = rows[lo:lo + B, :width]
-        flat = idx.reshape(-1)
-        size = B * rows.shape[1] * x.shape[1]
-        if getattr(local, "buf", None) is None:
-            local.buf = torch.empty(size, dtype=x.dtype, device=x.device)
-        block = local.buf[:flat.numel() * x.shape[1]].view(flat.numel(), x.shape[1])
-        torch.index_select(x, 0, flat, out=block)
-        block = block.view(idx.shape[0], width, x.shape[1])
-        if transform != "none":
-            apply_transform_(block, transform, mean)
-        scale = None if _row_scale is None else _row_scale.index_select(0, flat).view(idx.shape)
-        return block, scale
-
-    def direct_chunk(lo: int):
-        block, scale = gather(lo, rows.shape[1])
-        S, Q = block[:, :s], block[:, s:]
-        pending = []
-        for name, h in direct:
-            pred = None
-            if hasattr(h, "predict_scaled"):
-                ones = scale is None
-                a = torch.ones(S.shape[:2], dtype=x.dtype, device=x.device) if ones else scale[:, :s]
-                c = torch.ones(Q.shape[:2], dtype=x.dtype, device=x.device) if ones else scale[:, s:]
-                pred = h.predict_scaled(S, ys, k, Q, a, c)
-            if pred is None:
-                pending.append((name, h))
-            else:
-                correct[name][lo:lo + B] = (pred == yq).double().mean(1)
-        if pending and scale is not None:
-            block.mul_(scale[..., None])               # the rows themselves, for the other heads
-        for name, h in pending:
-            correct[name][lo:lo + B] = (h.fit(S, ys, n_classes=k).predict(Q) == yq).double().mean(1)
-
-    def gram_chunk(lo: int) -> torch.Tensor:
-        S, scale = gather(lo, s)
-        K = torch.bmm(S, S.transpose(1, 2))
-        return K if scale is None else K * (scale[:, :, None] * scale[:, None, :])
-
-    def logits_chunk(lo: int):
-        block, scale = gather(lo, rows.shape[1])
-        S, Q = block[:, :s], block[:, s:]
-        for name, h in iterative:
-            A = h.dual_coef_[lo:lo + B]
-            if scale is not None:
-                A = A * scale[:, :s, None]
-            coef = torch.bmm(A.transpose(1, 2).to(S.dtype), S)                          # A^T diag(a) S
-            logits = torch.bmm(Q, coef.transpose(1, 2)).double()
-            if scale is not None:
-                logits *= scale[:, s:, None]
-            logits += h.intercept_[lo:lo + B, None, :]
-            correct[name][lo:lo + B] = (logits.argmax(-1) == yq).double().mean(1)
-
-    if direct:
-        _parallel(direct_chunk, starts, _workers)
-    if iterative:
-        K = torch.cat(_parallel(gram_chunk, starts, _workers))
-        rtol = gram_rtol(x.dtype, s, x.shape[1])
-        # L-BFGS on independent slices of episodes, one per worker: each slice stops on its own
-        step = -(-E // _workers)
-        for name, h in iterative:
-            def fit_part(lo, h=h):
-                part = type(h)(**{a: v for a, v in vars(h).items() if not a.endswith("_")})
-                return part.fit_gram(K[lo:lo + step], ys, n_classes=k, rtol=rtol)
-            parts = _parallel(fit_part, range(0, E, step), _workers)
-            h.n_classes_ = k
-            h.dual_coef_ = torch.cat([p.dual_coef_ for p in parts])
-            h.intercept_ = torch.cat([p.intercept_ for p in parts])
-            h.n_iter_ = max(p.n_iter_ for p in parts)
-        # second pass: W = S^T diag(a) A per chunk, then the logits of the queries
-        _parallel(logits_chunk, starts, _workers)
-    return {name: correct[name].double().cpu().numpy() for name, _ in heads}
+    if _row_scale is None:
+        _row_scale = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
+    acc = _Engine(x, _row_scale.to(x.dtype), episodes, _workers, chunk_size).run(heads)
+    return {name: acc[name].cpu().numpy() for name, _ in heads}
 
 
 def fewshot_report(features, labels, way: int = 5, shot: int | Sequence[int] = (1, 5), query: int = 15,
@@ -258,15 +333,21 @@ def fewshot_report(features, labels, way: int = 5, shot: int | Sequence[int] = (
     if bound and "ncc" not in names:
         heads = tuple(heads) + ("ncc",)
     result = FewshotResult(rows=[])
+    with cpu_workers(x.device, num_threads) as workers:
+        _fewshot_shots(result, x, y, shots, way, query, episodes, heads, names, seed, transform, base_mean,
+                       given, bound, chunk_size, workers)
+    return result
+
+
+def _fewshot_shots(result, x, y, shots, way, query, episodes, heads, names, seed, transform, base_mean,
+                   given, bound, chunk_size, workers) -> None:
     row_scale = None
     if transform == "l2":
         # 1 / ||x|| once per row (one read of N x d), applied to each gathered block while it is
         # in cache: cheaper than normalising every gathered row (E k (n + q) rows, several N)
         # and than writing a normalised copy of the whole matrix
-        # (on a side thread, while the first episodes are sampled with NumPy)
-        side = ThreadPoolExecutor(1)
-        row_scale = side.submit(_single_threaded, _row_norms_inverse, x, 1)
-        side.shutdown(wait=False)
+        # (on a pool thread, while the first episodes are sampled with NumPy)
+        row_scale = background(_row_norms_inverse, x, 1)
         transform = "none"
     elif transform != "none":
         x = _transformed(x, transform, base_mean)           # centring: one transformed copy
@@ -283,9 +364,8 @@ def fewshot_report(features, labels, way: int = 5, shot: int | Sequence[int] = (
         result.episodes[n] = ep
         if isinstance(row_scale, Future):
             row_scale = row_scale.result()
-        with _cpu_threads(x, num_threads) as workers:
-            acc = evaluate_episodes(x, y, ep, heads, transform, base_mean, chunk_size, _row_scale=row_scale,
-                                    _workers=workers)
+        acc = evaluate_episodes(x, y, ep, heads, transform, base_mean, chunk_size, _row_scale=row_scale,
+                                _workers=workers)
         for name in names:
             result.accuracies[(n, name)] = acc[name]
             result.rows.append({"way": way, "shot": n, "query": query, "head": name, "episodes": ep.n_episodes,
@@ -293,7 +373,6 @@ def fewshot_report(features, labels, way: int = 5, shot: int | Sequence[int] = (
         if bound:
             feats = x if row_scale is None else x * row_scale[:, None]
             result.bound.append(_bound_row(feats, y, ep, acc["ncc"]))
-    return result
 
 
 def _transformed(x: torch.Tensor, transform: str, base_mean) -> torch.Tensor:
@@ -328,7 +407,7 @@ def fewshot(features, labels, way: int = 5, shot: int | Sequence[int] = (1, 5), 
     ``transform``: "l2" (default, as RFS), "none", "center" or "center+l2" (SimpleShot CL2N;
     these need ``base_mean`` or ``base_features``, the base classes' features).
     ``episode_sets``: previously saved :class:`Episodes` (one per shot) to replay instead of sampling.
-    ``num_threads``: CPU threads for the evaluation (default ``torch.get_num_threads()``; see ``_cpu_threads``).
+    ``num_threads``: CPU threads for the evaluation (default ``torch.get_num_threads()``; see :mod:`nclab.parallel`).
     Interval conventions: :mod:`nclab.fewshot.stats`.
     """
     return fewshot_report(features, labels, way, shot, query, episodes, heads, seed, transform, base_mean,

@@ -82,19 +82,6 @@ class NCCHead(EpisodeHead):
         mu = self.centroids_
         return torch.baddbmm(mu.square().sum(-1)[:, None, :], Q, mu.transpose(1, 2), beta=-1, alpha=2)
 
-    def predict_scaled(self, support, support_labels, n_classes, query, support_scale, query_scale):
-        """``fit(diag(a) S).predict(diag(c) Q)`` for row scales a, c > 0 (E x s, E x m) without
-        scaling the d-wide rows: mu_c = sum_j (a_j Y_jc / n_c) s_j is one product, and
-        argmax_c 2 c_i q_i.mu_c - ||mu_c||^2 = argmax_c q_i.mu_c - ||mu_c||^2 / (2 c_i)."""
-        if self.metric != "euclidean":
-            return None
-        S, _, Y, counts = self._prepare(support, support_labels, n_classes)
-        weights = (Y * support_scale[..., None].to(S.dtype)).transpose(1, 2) / counts[..., None]
-        mu = torch.bmm(weights, S)                                                      # E x k x d
-        scores = torch.bmm(query, mu.transpose(1, 2))
-        scores -= (mu.square().sum(-1) / 2)[:, None, :] / query_scale[:, :, None].to(S.dtype)
-        return scores.argmax(-1)
-
     def predict(self, query) -> torch.Tensor:
         if self.metric == "cosine":
             return super().predict(query)
@@ -156,32 +143,29 @@ class RidgeHead(EpisodeHead):
                            else torch.zeros_like(coef[:, :, 0]))
         return self
 
-    def predict_scaled(self, support, support_labels, n_classes, query, support_scale, query_scale):
-        """``fit(diag(a) S).predict(diag(c) Q)`` for row scales a, c > 0 (E x s, E x m), in the
-        dual form (d > s, intercept) without scaling the d-wide rows: K = diag(a) S S^T diag(a),
-        A = (H K H + alpha I)^{-1} H T (so H A = A), W = S^T diag(a) A, and the intercept
-        b = mean(T) - (1/s) 1^T K A from K instead of from W; predict argmax_c c_i q_i.w_c + b_c.
-        None when the primal form applies (then the caller scales the rows and calls fit)."""
-        S = _as_tensor(support)
-        if not (self.fit_intercept and (self.solver == "dual" or (self.solver == "auto" and S.shape[2] > S.shape[1]))):
-            return None
+    def fit_gram(self, K, support_labels, n_classes: int | None = None) -> "RidgeHead":
+        """Fit from the support Gram matrix K = S S^T (E x s x s) alone, in the dual form (any
+        d; the same solution as the primal one): with H = I - 11^T/s (when fitting the intercept),
+        A = H (H K H + alpha I)^{-1} H T, so W = S^T A, and b = mean(T) - (1/s) 1^T K A
+        (= mean(T) - mean(S) W). Sets ``dual_coef_`` (A, E x s x k) and ``intercept_``; no ``coef_``."""
         if not self.alpha > 0:
             raise NclabError(f"RidgeHead: alpha must be > 0, got {self.alpha!r}")
-        S, _, Y, _ = self._prepare(S, support_labels, n_classes)
-        a = support_scale.double()
-        K = torch.bmm(S, S.transpose(1, 2)).double() * (a[:, :, None] * a[:, None, :])
-        T = (2 * Y - 1).double()
-        ym = T.mean(1, keepdim=True)
-        A = K - K.mean(1, keepdim=True) - K.mean(2, keepdim=True) + K.mean((1, 2), keepdim=True)
+        K = _as_tensor(K).double()
+        _, _, Y, _ = self._prepare(K, support_labels, n_classes)
+        T = 2 * Y - 1
+        if self.fit_intercept:
+            ym = T.mean(1, keepdim=True)
+            A = K - K.mean(1, keepdim=True) - K.mean(2, keepdim=True) + K.mean((1, 2), keepdim=True)
+        else:
+            ym, A = torch.zeros_like(T[:, :1]), K.clone()
         A.diagonal(dim1=1, dim2=2).add_(float(self.alpha))
         sol = torch.cholesky_solve(T - ym, torch.linalg.cholesky(A))
-        sol -= sol.mean(1, keepdim=True)                      # exactly H A (= A up to rounding)
-        b = ym - torch.bmm(K.mean(1, keepdim=True), sol)                                # E x 1 x k
-        coef = torch.bmm((sol * a[:, :, None]).transpose(1, 2).to(S.dtype), S)         # E x k x d
-        scores = torch.bmm(query, coef.transpose(1, 2))
-        scores *= query_scale[:, :, None].to(S.dtype)
-        scores += b.to(S.dtype)
-        return scores.argmax(-1)
+        if self.fit_intercept:
+            sol -= sol.mean(1, keepdim=True)                  # exactly H A (= A up to rounding)
+        self.dual_coef_ = sol
+        self.intercept_ = ((ym - torch.bmm(K.mean(1, keepdim=True), sol)).squeeze(1) if self.fit_intercept
+                           else torch.zeros_like(sol[:, 0]))
+        return self
 
     def decision_function(self, query) -> torch.Tensor:
         """E x m x k: q W + b."""
