@@ -91,6 +91,11 @@ def _bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.bmm(a, b)
 
 
+def _fresh(head: EpisodeHead) -> EpisodeHead:
+    """An unfitted copy of ``head`` with the same constructor arguments."""
+    return type(head)(**{a: v for a, v in vars(head).items() if not a.endswith("_")})
+
+
 def _linear_kind(head: EpisodeHead) -> str | None:
     """How the engine fits ``head`` when its predictions are argmax_c q.w_c + b_c with w_c in
     the span of the support rows: "ncc" (centroids), "gram" (from the support Gram matrix:
@@ -183,42 +188,52 @@ class _Engine:
         bias = torch.empty_like(b).index_copy_(0, order, b.square_().mul_(-0.5))
         return W, rows, bias
 
-    def gram(self) -> torch.Tensor:
-        """E x s x s support Gram matrices of the scaled rows, in float64."""
-        E, s = self.E, self.k * self.n
+    def support_pass(self, ridge_heads, keep_gram: bool):
+        """One pass over the episodes' support rows, in chunks of episodes: the Gram matrices
+        K = diag(a) S S^T diag(a) in float64 (returned when ``keep_gram``, for the logistic
+        heads), and each ridge head solved from K (:meth:`RidgeHead.fit_gram`) with its weights
+        W = A^T diag(a) S formed while S is in cache. Returns (K or None, {name: (W, None, b)})."""
+        E, k, s, d = self.E, self.k, self.k * self.n, self.x.shape[1]
         sup = self.support.reshape(E, s)
-        K = empty((E, s, s), torch.float64, self.x.device)
+        ys = torch.arange(k, device=self.x.device).repeat_interleave(self.n)
+        K_all = empty((E, s, s), torch.float64, self.x.device) if keep_gram else None
+        forms = {name: (empty((E * k, d), self.x.dtype, self.x.device), None,
+                        torch.empty(E * k, dtype=self.x.dtype, device=self.x.device)) for name, _ in ridge_heads}
 
         def chunk(lo):
             idx = sup[lo:lo + B]
             S = self._gather(idx)
-            St = scratch("rows_t", (idx.shape[0], self.x.shape[1], s), self.x.dtype, self.x.device)
-            St.copy_(S.transpose(1, 2))              # NumPy's BLAS: ~2x faster with S^T stored
             a = self.scale[idx].double()
-            torch.mul(_bmm(S, St), a[:, :, None] * a[:, None, :], out=K[lo:lo + B])
+            K = _bmm(S, S.transpose(1, 2)).double().mul_(a[:, :, None] * a[:, None, :])
+            if K_all is not None:
+                K_all[lo:lo + B] = K
+            for name, h in ridge_heads:
+                part = _fresh(h).fit_gram(K, ys, n_classes=k)
+                A = (part.dual_coef_ * a[:, :, None]).transpose(1, 2).to(self.x.dtype)   # B x k x s
+                W, _, b = forms[name]
+                W[lo * k:(lo + B) * k].view(-1, k, d).copy_(_bmm(A, S))
+                b[lo * k:(lo + B) * k] = part.intercept_.reshape(-1)
         B = self._steps(E, s).step
         parallel_map(chunk, range(0, E, B), self.workers)
-        return K
+        for _, h in ridge_heads:
+            h.n_classes_ = k
+        return K_all, forms
 
-    def gram_fit(self, head: EpisodeHead, K: torch.Tensor):
-        """Fit ``head`` (ridge / logistic) from K on independent slices of episodes, one per
-        worker (an iterative solver stops on each slice on its own); W = S^T diag(a) A."""
+    def logistic_fit(self, head: LogisticHead, K: torch.Tensor):
+        """Fit ``head`` from K on independent slices of episodes, one per worker (the
+        iterative solver stops on each slice on its own); W = A^T diag(a) S as weighted sums."""
         E, k, s = self.E, self.k, self.k * self.n
         ys = torch.arange(k, device=K.device).repeat_interleave(self.n)
         rtol = gram_rtol(self.x.dtype, s, self.x.shape[1])
         step = -(-E // self.workers)
 
         def fit_part(lo):
-            part = type(head)(**{a: v for a, v in vars(head).items() if not a.endswith("_")})
-            if isinstance(part, LogisticHead):
-                return part.fit_gram(K[lo:lo + step], ys, n_classes=k, rtol=rtol)
-            return part.fit_gram(K[lo:lo + step], ys, n_classes=k)
+            return _fresh(head).fit_gram(K[lo:lo + step], ys, n_classes=k, rtol=rtol)
         parts = parallel_map(fit_part, range(0, E, step), self.workers)
         head.n_classes_ = k
+        head.n_iter_ = max(p.n_iter_ for p in parts)
         A = torch.cat([p.dual_coef_ for p in parts])                                       # E x s x k
         b = torch.cat([p.intercept_ for p in parts])                                        # E x k
-        if isinstance(head, LogisticHead):
-            head.n_iter_ = max(p.n_iter_ for p in parts)
         sup = self.support.reshape(E, s)
         weights = (A * self.scale[sup].to(A.dtype)[:, :, None]).transpose(1, 2).reshape(E * k, s)
         W = empty((E * k, self.x.shape[1]), self.x.dtype, self.x.device)
@@ -228,29 +243,34 @@ class _Engine:
     def score_queries(self, forms: dict) -> dict[str, torch.Tensor]:
         """Per-episode accuracy of argmax_c q.w_c + b_c / scale(q) for each head's
         (W, rows of W per slot or None, b per slot); the queries taken slot by slot in class
-        order and gathered once for all heads."""
+        order and gathered once for all heads. Index work is done for all slots at once
+        beforehand: the loop over chunks is the gathers, one product, and the argmax."""
         E, k, q, d = self.E, self.k, self.q, self.x.shape[1]
-        hits = {name: torch.empty(E * k, dtype=torch.int64, device=self.x.device) for name in forms}
         order = self.by_class
-        qidx = self.queries.reshape(E * k, q)
-        within = torch.arange(k, device=order.device)
+        rows = self.queries.reshape(E * k, q)[order]                                        # slot-sorted
+        inv = self.scale[rows].reciprocal_()[:, :, None]
+        e_slots = (order // k)[:, None] * k + torch.arange(k, device=order.device)           # E k x k
+        j = (order % k)[:, None]
+        heads = [(name, W, (e_slots if wrows is None else wrows[e_slots]).reshape(-1), b[e_slots][:, None, :])
+                 for name, (W, wrows, b) in forms.items()]
+        hits = {name: torch.empty(E * k, dtype=torch.int64, device=self.x.device) for name in forms}
 
         def chunk(lo):
-            slots = order[lo:lo + G]
-            rows = qidx[slots]
-            Q = self._gather(rows)                                                          # g x q x d
-            inv = self.scale[rows].reciprocal()[:, :, None]
-            e_slots = (slots // k)[:, None] * k + within                                    # g x k
-            j = (slots % k)[:, None]
-            for name, (W, wrows, b) in forms.items():
-                r = e_slots if wrows is None else wrows[e_slots]
-                Wg = torch.index_select(W, 0, r.reshape(-1), out=scratch("weights", (r.numel(), d), W.dtype, W.device))
+            hi = lo + G
+            Q = self._gather(rows[lo:hi])                                                   # g x q x d
+            for name, W, wrows, bias in heads:
+                r = wrows[lo * k:hi * k]
+                Wg = torch.index_select(W, 0, r, out=scratch("weights", (r.numel(), d), W.dtype, W.device))
                 scores = _bmm(Q, Wg.view(-1, k, d).transpose(1, 2))                        # g x q x k
-                scores += b[e_slots][:, None, :] * inv
-                hits[name][slots] = (scores.argmax(-1) == j).sum(1)
+                scores.addcmul_(bias[lo:hi], inv[lo:hi])
+                torch.sum(scores.argmax(-1) == j[lo:hi], dim=1, out=hits[name][lo:hi])
         G = self._steps(E * k, q).step
         parallel_map(chunk, range(0, E * k, G), self.workers)
-        return {name: h.view(E, k).sum(1).double() / (k * q) for name, h in hits.items()}
+        out = {}
+        for name, h in hits.items():
+            per_slot = torch.empty_like(h).index_copy_(0, order, h)
+            out[name] = per_slot.view(E, k).sum(1).double() / (k * q)
+        return out
 
     def generic(self, heads) -> dict[str, torch.Tensor]:
         """Heads fitted on gathered blocks of whole episodes (rows scaled in the block)."""
@@ -273,13 +293,18 @@ class _Engine:
 
     def run(self, heads) -> dict[str, torch.Tensor]:
         forms, generic = {}, []
-        K = self.gram() if any(_linear_kind(h) == "gram" for _, h in heads) else None
+        gram = [(name, h) for name, h in heads if _linear_kind(h) == "gram"]
+        ridge = [(name, h) for name, h in gram if isinstance(h, RidgeHead)]
+        logistic = [(name, h) for name, h in gram if isinstance(h, LogisticHead)]
+        K, fitted = self.support_pass(ridge, keep_gram=bool(logistic)) if gram else (None, {})
         for name, h in heads:
             kind = _linear_kind(h)
             if kind == "ncc":
                 forms[name] = self.ncc_weights(h.metric)
+            elif name in fitted:
+                forms[name] = fitted[name]
             elif kind == "gram":
-                forms[name] = self.gram_fit(h, K)
+                forms[name] = self.logistic_fit(h, K)
             else:
                 generic.append((name, h))
         acc = self.score_queries(forms) if forms else {}
