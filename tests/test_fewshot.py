@@ -15,7 +15,8 @@ from nclab.cli import main
 from nclab.errors import NclabError
 from nclab.featurefile import FeatureSet, save_features
 from nclab.fewshot import (EpisodeSampler, class_moments, confidence_interval, episode_cdnv, evaluate_episodes,
-                           fewshot, fewshot_report, load_episodes, pairwise_cdnv, save_episodes, transfer_bound_term)
+                           fewshot, fewshot_report, load_episodes, make_head, pairwise_cdnv, save_episodes,
+                           transfer_bound_term)
 
 KEYS = ["way", "shot", "query", "head", "episodes", "mean", "std", "ci95", "ci95_t"]
 
@@ -169,8 +170,9 @@ def test_same_seed_same_numbers_and_heads_share_episodes():
 
 
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
-def test_engine_equals_per_episode_sklearn_loop_on_the_same_episodes():
-    X, y = blobs(C=10, n=30, d=48, sep=0.35)
+@pytest.mark.parametrize("d", [48, 8])             # support span smaller than d (dual), and d < kn
+def test_engine_equals_per_episode_sklearn_loop_on_the_same_episodes(d):
+    X, y = blobs(C=10, n=30, d=d, sep=0.35 if d > 8 else 0.8)
     rep = fewshot_report(X, y, shot=(1, 5), episodes=25, heads=("ncc", "ridge", "logistic"), seed=3)
     Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
     makers = {"ncc": NearestCentroid, "ridge": lambda: RidgeClassifier(alpha=1.0),
@@ -182,6 +184,45 @@ def test_engine_equals_per_episode_sklearn_loop_on_the_same_episodes():
                    for e in range(ep.n_episodes)]
             assert np.allclose(rep.accuracies[(n, head)], acc, atol=1 / 75 + 1e-9), (n, head)   # one tie at most
             assert abs(rep.accuracies[(n, head)] - acc).sum() <= 2 / 75
+
+
+@pytest.mark.parametrize("transform", ["l2", "none"])
+def test_engine_equals_heads_fitted_episode_by_episode(transform):
+    """Every head through the engine (class-ordered scoring, Gram-based fits) against the head
+    objects fitted on the gathered rows of each episode."""
+    X, y = blobs(C=10, n=30, d=24, sep=0.5)
+    ep = EpisodeSampler(5, 3, 7, 40, seed=4).sample(y)
+    names = ("ncc", "ncc-cosine", "ridge", "logistic", "1nn")
+    got = evaluate_episodes(X, y, ep, heads=names, transform=transform)
+    Z = X / np.linalg.norm(X, axis=1, keepdims=True) if transform == "l2" else X
+    S = torch.tensor(Z[ep.support.reshape(40, -1)])
+    Q = torch.tensor(Z[ep.queries.reshape(40, -1)])
+    ys, yq = torch.arange(5).repeat_interleave(3), torch.arange(5).repeat_interleave(7)
+    for name in names:
+        ref = (make_head(name).fit(S, ys).predict(Q) == yq).double().mean(1).numpy()
+        assert np.abs(got[name] - ref).max() <= 1 / 35 + 1e-12, name                 # a tie at most
+        assert np.abs(got[name] - ref).sum() <= 2 / 35, name
+
+
+def test_results_do_not_depend_on_workers_or_chunks():
+    X, y = blobs(C=12, n=40, d=32, sep=0.4)
+    kw = dict(shot=(1, 5), episodes=70, heads=("ncc", "ridge", "logistic", "1nn"), seed=5)
+    one = fewshot_report(X, y, num_threads=1, **kw)
+    for other in (fewshot_report(X, y, num_threads=2, **kw), fewshot_report(X, y, num_threads=3, chunk_size=4, **kw)):
+        for key, acc in one.accuracies.items():
+            assert np.array_equal(acc, other.accuracies[key]), key
+
+
+def test_recent_episode_sets_are_reused_read_only():
+    _, y = blobs()
+    a = EpisodeSampler(5, 2, 9, 30, seed=11).sample(y)
+    assert EpisodeSampler(5, 2, 9, 30, seed=11).sample(y) is a
+    assert not a.indices.flags.writeable
+    assert EpisodeSampler(5, 2, 9, 30, seed=12).sample(y) is not a
+    y2 = y.copy()
+    y2[[0, 1]] = y2[[1, 0]] if y2[0] != y2[1] else y2[[0, 1]]
+    b = EpisodeSampler(5, 2, 9, 30, seed=11).sample(y2)
+    assert (b is not a) == (not np.array_equal(y, y2))
 
 
 def test_center_then_l2_transform_equals_manual():

@@ -63,6 +63,22 @@ def test_ridge_equals_sklearn_ridge_classifier(k, n, d):
         assert np.allclose(dec, ref, atol=1e-10)
 
 
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("k,n,d", SHAPES)
+def test_ridge_gram_fit_equals_feature_fit(k, n, d, fit_intercept):
+    """From K = S S^T alone: W = S^T A and the intercept equal the fit on the features."""
+    S, _, ys, _ = episodes(k=k, n=n, d=d)
+    St = torch.tensor(S)
+    head = RidgeHead(alpha=0.7, fit_intercept=fit_intercept)
+    ref = RidgeHead(alpha=0.7, fit_intercept=fit_intercept).fit(St, torch.tensor(ys))
+    g = head.fit_gram(St @ St.transpose(1, 2), torch.tensor(ys), n_classes=k)
+    W = (g.dual_coef_.transpose(1, 2) @ St)
+    assert torch.allclose(W, ref.coef_, atol=1e-10)
+    assert torch.allclose(g.intercept_, ref.intercept_, atol=1e-10)
+    if not fit_intercept:
+        assert bool((g.intercept_ == 0).all())
+
+
 def test_ridge_primal_and_dual_agree():
     S, Q, ys, _ = episodes(d=40, n=5)
     a = RidgeHead(solver="primal").fit(torch.tensor(S), torch.tensor(ys)).decision_function(torch.tensor(Q))

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import zipfile
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,17 +85,30 @@ def _distinct(rng: np.random.Generator, population: np.ndarray, count: int) -> n
     # one scalar bound when all rows share it: the same stream as the per-row bounds, ~4x faster
     uniform = population.size > 0 and bool((population == population[0]).all())
     small = population.size > 0 and int(population.max()) < 1 << 15
+    first = True
     while rows.size:
         high = int(population[0]) if uniform else population[rows, None]
         draw = rng.integers(0, high, size=(rows.size, count))
         s = np.sort(draw.astype(np.int16) if small else draw, axis=1)      # only to find repeats
-        ok = (s[:, 1:] != s[:, :-1]).all(axis=1)
-        out[rows[ok]] = draw[ok]
-        rows = rows[~ok]
-    for p in np.unique(population[~fast]):
-        r = np.flatnonzero(~fast & (population == p))
-        out[r] = np.argsort(rng.random((r.size, int(p))), axis=1)[:, :count]
+        repeat = (s[:, 1:] == s[:, :-1]).any(axis=1)
+        if first and rows.size == len(out):
+            out = draw                                     # every row drawn: keep the array, fix repeats
+        else:
+            ok = ~repeat
+            out[rows[ok]] = draw[ok]
+        first = False
+        rows = rows[repeat]
+    if not fast.all():
+        for p in np.unique(population[~fast]):
+            r = np.flatnonzero(~fast & (population == p))
+            out[r] = np.argsort(rng.random((r.size, int(p))), axis=1)[:, :count]
     return out
+
+
+_RECENT: OrderedDict = OrderedDict()       # (labels sha256, way, shot, query, episodes, seed) -> Episodes
+_RECENT_LOCK = threading.Lock()
+_RECENT_SIZE = 8
+_RECENT_MAX_BYTES = 64 << 20
 
 
 class EpisodeSampler:
@@ -101,6 +116,9 @@ class EpisodeSampler:
 
     The random stream is ``numpy.random.default_rng([seed, way, shot, query])``: the same
     arguments and labels always give the same episodes, and settings never share tasks by accident.
+    The last few sets sampled are kept (read-only, keyed by the labels' SHA-256 and the
+    arguments), so evaluating several heads or models, or every epoch, on the same tasks
+    samples them once.
     """
 
     def __init__(self, way: int = 5, shot: int = 1, query: int = 15, episodes: int = 2000, seed: int = 0):
@@ -132,13 +150,26 @@ class EpisodeSampler:
             c = int(np.flatnonzero(small)[0])
             raise NclabError(f"labels: class {int(classes[c])} has {int(counts[c])} samples, fewer than "
                              f"shot + query = {self.shot} + {self.query} = {per} ({int(small.sum())} such classes)")
+        digest = labels_digest(labels)
+        key = (digest, k, int(self.shot), int(self.query), int(self.episodes), int(self.seed))
+        with _RECENT_LOCK:
+            if key in _RECENT:
+                _RECENT.move_to_end(key)
+                return _RECENT[key]
         rng = np.random.default_rng([int(self.seed), k, int(self.shot), int(self.query)])
         E = int(self.episodes)
         slots = _distinct(rng, np.full(E, len(classes)), k)                       # E x k class positions
         local = _distinct(rng, counts[slots].reshape(-1), per).reshape(E, k, per)  # within-class offsets
         indices = order[starts[slots][:, :, None] + local]
-        return Episodes(indices=indices, way=k, shot=int(self.shot), query=int(self.query),
-                        seed=int(self.seed), labels_sha256=labels_digest(labels))
+        indices.setflags(write=False)
+        episodes = Episodes(indices=indices, way=k, shot=int(self.shot), query=int(self.query),
+                            seed=int(self.seed), labels_sha256=digest)
+        if indices.nbytes <= _RECENT_MAX_BYTES:
+            with _RECENT_LOCK:
+                _RECENT[key] = episodes
+                while len(_RECENT) > _RECENT_SIZE:
+                    _RECENT.popitem(last=False)
+        return episodes
 
 
 def save_episodes(path: str | Path, sets: list[Episodes]) -> None:

@@ -130,14 +130,15 @@ class _Engine:
     number of workers.
     """
 
-    def __init__(self, x: torch.Tensor, scale: torch.Tensor, episodes: Episodes, workers: int, chunk_size: int | None):
+    def __init__(self, x: torch.Tensor, scale: torch.Tensor, labels: np.ndarray, episodes: Episodes, workers: int,
+                 chunk_size: int | None):
         self.x, self.scale, self.workers, self.chunk = x, scale, workers, chunk_size
         self.k, self.n, self.q, self.E = episodes.way, episodes.shot, episodes.query, episodes.n_episodes
-        idx = torch.from_numpy(np.ascontiguousarray(episodes.indices)).to(x.device)
+        idx = torch.from_numpy(np.array(episodes.indices, dtype=np.int64)).to(x.device)   # a writable copy
         self.support = idx[:, :, :self.n]                                                 # E x k x n
         self.queries = idx[:, :, self.n:]                                                 # E x k x q
         # slots (episode e, class position j) are numbered e * k + j; by_class orders them by class
-        slot_class = torch.from_numpy(np.asarray(episodes.indices[:, :, 0]).reshape(-1)).to(x.device)
+        slot_class = torch.from_numpy(np.asarray(labels)[episodes.indices[:, :, 0]].reshape(-1)).to(x.device)
         self.by_class = torch.argsort(slot_class, stable=True)
 
     # -- helpers ------------------------------------------------------------------------------
@@ -332,7 +333,7 @@ def evaluate_episodes(features, labels, episodes: Episodes, heads=("ncc", "ridge
         _row_scale = _row_norms_inverse(x, _workers)
     if _row_scale is None:
         _row_scale = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
-    acc = _Engine(x, _row_scale.to(x.dtype), episodes, _workers, chunk_size).run(heads)
+    acc = _Engine(x, _row_scale.to(x.dtype), y, episodes, _workers, chunk_size).run(heads)
     return {name: acc[name].cpu().numpy() for name, _ in heads}
 
 
