@@ -213,6 +213,19 @@ def test_results_do_not_depend_on_workers_or_chunks():
             assert np.array_equal(acc, other.accuracies[key]), key
 
 
+def test_compiled_scoring_equals_tensor_ops(monkeypatch):
+    """The CPU kernel and the gather-and-product path (the one used on GPUs) agree, up to a
+    prediction flipped by rounding at an exact tie."""
+    from nclab.fewshot import evaluate
+    X, y = blobs(C=12, n=40, d=40, sep=0.4)
+    kw = dict(shot=(1, 5), episodes=60, heads=("ncc", "ncc-cosine", "ridge", "logistic"), seed=6)
+    kernel = fewshot_report(X, y, **kw)
+    monkeypatch.setattr(evaluate, "_TENSOR_SCORING", True)
+    tensor = fewshot_report(X, y, **kw)
+    for key, acc in kernel.accuracies.items():
+        assert np.abs(acc - tensor.accuracies[key]).sum() <= 1 / 75 + 1e-12, key
+
+
 def test_recent_episode_sets_are_reused_read_only():
     _, y = blobs()
     a = EpisodeSampler(5, 2, 9, 30, seed=11).sample(y)

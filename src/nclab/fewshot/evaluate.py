@@ -11,6 +11,7 @@ by the representer theorem); a second pass over the chunks forms W and scores th
 
 from __future__ import annotations
 
+import copy
 from concurrent.futures import Future
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -91,9 +92,16 @@ def _bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.bmm(a, b)
 
 
+_TENSOR_SCORING = False      # tests set True to check the CPU kernel against the tensor-op path
+
+
 def _fresh(head: EpisodeHead) -> EpisodeHead:
-    """An unfitted copy of ``head`` with the same constructor arguments."""
-    return type(head)(**{a: v for a, v in vars(head).items() if not a.endswith("_")})
+    """An unfitted copy of ``head`` with the same constructor arguments (scikit-learn's
+    convention: they are the attributes without a trailing underscore), else a shallow copy."""
+    try:
+        return type(head)(**{a: v for a, v in vars(head).items() if not a.endswith("_")})
+    except TypeError:
+        return copy.copy(head)
 
 
 def _linear_kind(head: EpisodeHead) -> str | None:
@@ -243,35 +251,47 @@ class _Engine:
 
     def score_queries(self, forms: dict) -> dict[str, torch.Tensor]:
         """Per-episode accuracy of argmax_c q.w_c + b_c / scale(q) for each head's
-        (W, rows of W per slot or None, b per slot); the queries taken slot by slot in class
-        order and gathered once for all heads. Index work is done for all slots at once
-        beforehand: the loop over chunks is the gathers, one product, and the argmax."""
-        E, k, q, d = self.E, self.k, self.q, self.x.shape[1]
+        (W, rows of W per slot or None, b per slot), the queries taken slot by slot in class
+        order. Index work is done for all slots at once; on CPU the chunks of slots then go to
+        the compiled kernel (:mod:`nclab.fewshot.kernels`), elsewhere to gathers and a product."""
+        E, k, q = self.E, self.k, self.q
         order = self.by_class
         rows = self.queries.reshape(E * k, q)[order]                                        # slot-sorted
-        inv = self.scale[rows].reciprocal_()[:, :, None]
+        inv = self.scale[rows].reciprocal_()
         e_slots = (order // k)[:, None] * k + torch.arange(k, device=order.device)           # E k x k
-        j = (order % k)[:, None]
-        heads = [(name, W, (e_slots if wrows is None else wrows[e_slots]).reshape(-1), b[e_slots][:, None, :])
-                 for name, (W, wrows, b) in forms.items()]
-        hits = {name: torch.empty(E * k, dtype=torch.int64, device=self.x.device) for name in forms}
-
-        def chunk(lo):
-            hi = lo + G
-            Q = self._gather(rows[lo:hi])                                                   # g x q x d
-            for name, W, wrows, bias in heads:
-                r = wrows[lo * k:hi * k]
-                Wg = torch.index_select(W, 0, r, out=scratch("weights", (r.numel(), d), W.dtype, W.device))
-                scores = _bmm(Q, Wg.view(-1, k, d).transpose(1, 2))                        # g x q x k
-                scores.addcmul_(bias[lo:hi], inv[lo:hi])
-                torch.sum(scores.argmax(-1) == j[lo:hi], dim=1, out=hits[name][lo:hi])
-        G = self._steps(E * k, q).step
-        parallel_map(chunk, range(0, E * k, G), self.workers)
+        j = order % k
+        hits = {}
+        for name, (W, wrows, b) in forms.items():
+            r = e_slots if wrows is None else wrows[e_slots]
+            hits[name] = self._count_hits(rows, inv, W, r, b[e_slots], j)
         out = {}
         for name, h in hits.items():
             per_slot = torch.empty_like(h).index_copy_(0, order, h)
             out[name] = per_slot.view(E, k).sum(1).double() / (k * q)
         return out
+
+    def _count_hits(self, rows, inv, W, wrows, bias, j) -> torch.Tensor:
+        """hits[p] = #{i : argmax_c x[rows[p, i]].W[wrows[p, c]] + bias[p, c] inv[p, i] == j[p]}."""
+        P, q = rows.shape
+        k, d = wrows.shape[1], W.shape[1]
+        hits = torch.empty(P, dtype=torch.int64, device=self.x.device)
+        if self.x.device.type == "cpu" and not _TENSOR_SCORING:
+            from nclab.fewshot.kernels import score_slots
+            args = [t.contiguous().numpy() for t in (self.x, rows, inv, W, wrows, bias, j, hits)]
+            G = 64
+            parallel_map(lambda lo: score_slots(*args, lo, min(lo + G, P)), range(0, P, G), self.workers)
+            return torch.from_numpy(args[-1])
+
+        def chunk(lo):
+            Q = self._gather(rows[lo:lo + G])                                               # g x q x d
+            r = wrows[lo:lo + G].reshape(-1)
+            Wg = torch.index_select(W, 0, r, out=scratch("weights", (r.numel(), d), W.dtype, W.device))
+            scores = _bmm(Q, Wg.view(-1, k, d).transpose(1, 2))                            # g x q x k
+            scores.addcmul_(bias[lo:lo + G, None, :], inv[lo:lo + G, :, None])
+            torch.sum(scores.argmax(-1) == j[lo:lo + G, None], dim=1, out=hits[lo:lo + G])
+        G = self._steps(P, q).step
+        parallel_map(chunk, range(0, P, G), self.workers)
+        return hits
 
     def generic(self, heads) -> dict[str, torch.Tensor]:
         """Heads fitted on gathered blocks of whole episodes (rows scaled in the block)."""
@@ -286,8 +306,8 @@ class _Engine:
             block = self._gather(idx)
             block.mul_(self.scale[idx][..., None])
             S, Q = block[:, :k * n], block[:, k * n:]
-            for name, h in heads:
-                out[name][lo:lo + B] = (h.fit(S, ys, n_classes=k).predict(Q) == yq).double().mean(1)
+            for name, h in heads:                 # a fresh copy per chunk: workers fit side by side
+                out[name][lo:lo + B] = (_fresh(h).fit(S, ys, n_classes=k).predict(Q) == yq).double().mean(1)
         B = self._steps(E, k * (n + q)).step
         parallel_map(chunk, range(0, E, B), self.workers)
         return out
