@@ -141,6 +141,8 @@ class _Engine:
     def __init__(self, x: torch.Tensor, scale: torch.Tensor, labels: np.ndarray, episodes: Episodes, workers: int,
                  chunk_size: int | None):
         self.x, self.scale, self.workers, self.chunk = x, scale, workers, chunk_size
+        if x.device.type == "cpu":
+            self.x_np, self.scale_np = x.contiguous().numpy(), scale.contiguous().numpy()
         self.k, self.n, self.q, self.E = episodes.way, episodes.shot, episodes.query, episodes.n_episodes
         idx = torch.from_numpy(np.array(episodes.indices, dtype=np.int64)).to(x.device)   # a writable copy
         self.support = idx[:, :, :self.n]                                                 # E x k x n
@@ -176,6 +178,26 @@ class _Engine:
         step = self._steps(idx.shape[0], idx.shape[1] * 4).step
         parallel_map(chunk, range(0, idx.shape[0], step), self.workers)
 
+    def _kernels(self) -> bool:
+        """Whether the compiled CPU kernels apply (else tensor ops: GPUs, or tests)."""
+        return self.x.device.type == "cpu" and not _TENSOR_SCORING
+
+    def _gram(self, idx: torch.Tensor, K: torch.Tensor) -> None:
+        """K[e] = diag(a) X_e X_e^T diag(a) in float64 for the rows idx[e] (B x s) of each episode."""
+        if self._kernels():
+            from nclab.fewshot.kernels import gram_rows
+            gram_rows(self.x_np, idx.numpy(), self.scale_np, K.numpy(), 0, idx.shape[0])
+            return
+        S = self._gather(idx)
+        a = self.scale[idx].double()
+        torch.mul(_bmm(S, S.transpose(1, 2)).double(), a[:, :, None] * a[:, None, :], out=K)
+
+    def _combine(self, idx: torch.Tensor, coef: torch.Tensor, out: torch.Tensor) -> None:
+        """out[e k + c] = sum_t coef[e, t, c] x[idx[e, t]] (coef B x s x k; out B k x d)."""
+        S = self._gather(idx)
+        k = coef.shape[2]
+        out.view(-1, k, out.shape[1]).copy_(_bmm(coef.transpose(1, 2).to(self.x.dtype), S))
+
     # -- the heads ------------------------------------------------------------------------------
     def ncc_weights(self, metric: str):
         """(W, rows of W per slot, b per slot): W the class centroids of the scaled support rows,
@@ -197,56 +219,43 @@ class _Engine:
         bias = torch.empty_like(b).index_copy_(0, order, b.square_().mul_(-0.5))
         return W, rows, bias
 
-    def support_pass(self, ridge_heads, keep_gram: bool):
-        """One pass over the episodes' support rows, in chunks of episodes: the Gram matrices
-        K = diag(a) S S^T diag(a) in float64 (returned when ``keep_gram``, for the logistic
-        heads), and each ridge head solved from K (:meth:`RidgeHead.fit_gram`) with its weights
-        W = A^T diag(a) S formed while S is in cache. Returns (K or None, {name: (W, None, b)})."""
-        E, k, s, d = self.E, self.k, self.k * self.n, self.x.shape[1]
+    def gram(self) -> torch.Tensor:
+        """E x s x s support Gram matrices K = diag(a) S S^T diag(a) of the episodes, float64."""
+        E, s = self.E, self.k * self.n
         sup = self.support.reshape(E, s)
-        ys = torch.arange(k, device=self.x.device).repeat_interleave(self.n)
-        K_all = empty((E, s, s), torch.float64, self.x.device) if keep_gram else None
-        forms = {name: (empty((E * k, d), self.x.dtype, self.x.device), None,
-                        torch.empty(E * k, dtype=self.x.dtype, device=self.x.device)) for name, _ in ridge_heads}
-
-        def chunk(lo):
-            idx = sup[lo:lo + B]
-            S = self._gather(idx)
-            a = self.scale[idx].double()
-            K = _bmm(S, S.transpose(1, 2)).double().mul_(a[:, :, None] * a[:, None, :])
-            if K_all is not None:
-                K_all[lo:lo + B] = K
-            for name, h in ridge_heads:
-                part = _fresh(h).fit_gram(K, ys, n_classes=k)
-                A = (part.dual_coef_ * a[:, :, None]).transpose(1, 2).to(self.x.dtype)   # B x k x s
-                W, _, b = forms[name]
-                W[lo * k:(lo + B) * k].view(-1, k, d).copy_(_bmm(A, S))
-                b[lo * k:(lo + B) * k] = part.intercept_.reshape(-1)
+        K = empty((E, s, s), torch.float64, self.x.device)
         B = self._steps(E, s).step
-        parallel_map(chunk, range(0, E, B), self.workers)
-        for _, h in ridge_heads:
-            h.n_classes_ = k
-        return K_all, forms
+        parallel_map(lambda lo: self._gram(sup[lo:lo + B], K[lo:lo + B]), range(0, E, B), self.workers)
+        return K
 
-    def logistic_fit(self, head: LogisticHead, K: torch.Tensor):
-        """Fit ``head`` from K on independent slices of episodes, one per worker (the
-        iterative solver stops on each slice on its own); W = A^T diag(a) S as weighted sums."""
-        E, k, s = self.E, self.k, self.k * self.n
+    def gram_fit(self, head: EpisodeHead, K: torch.Tensor):
+        """Fit ``head`` (ridge, logistic) from K on one slice of episodes per worker (an
+        iterative solver stops on each slice on its own; batched ops on many episodes cost
+        less per episode than on cache-sized chunks); W = A^T diag(a) S, chunk by chunk."""
+        E, k, s, d = self.E, self.k, self.k * self.n, self.x.shape[1]
         ys = torch.arange(k, device=K.device).repeat_interleave(self.n)
-        rtol = gram_rtol(self.x.dtype, s, self.x.shape[1])
-        step = -(-E // self.workers)
-
-        def fit_part(lo):
-            return _fresh(head).fit_gram(K[lo:lo + step], ys, n_classes=k, rtol=rtol)
-        parts = parallel_map(fit_part, range(0, E, step), self.workers)
-        head.n_classes_ = k
-        head.n_iter_ = max(p.n_iter_ for p in parts)
-        A = torch.cat([p.dual_coef_ for p in parts])                                       # E x s x k
-        b = torch.cat([p.intercept_ for p in parts])                                        # E x k
         sup = self.support.reshape(E, s)
-        weights = (A * self.scale[sup].to(A.dtype)[:, :, None]).transpose(1, 2).reshape(E * k, s)
-        W = empty((E * k, self.x.shape[1]), self.x.dtype, self.x.device)
-        self._bag_sums(sup[:, None, :].expand(E, k, s).reshape(E * k, s), weights, W)
+        W = empty((E * k, d), self.x.dtype, self.x.device)
+        b = torch.empty(E, k, dtype=torch.float64, device=self.x.device)
+        B = self._steps(E, s).step
+        head.n_classes_ = k
+
+        def fit(part, lo, hi):
+            if isinstance(part, LogisticHead):
+                return part.fit_gram(K[lo:hi], ys, n_classes=k, rtol=gram_rtol(self.x.dtype, s, d))
+            return part.fit_gram(K[lo:hi], ys, n_classes=k)
+
+        def combine(lo, A):
+            idx = sup[lo:lo + B]
+            self._combine(idx, A * self.scale[idx].to(A.dtype)[:, :, None], W[lo * k:(lo + B) * k])
+
+        step = -(-E // self.workers)
+        parts = parallel_map(lambda lo: fit(_fresh(head), lo, lo + step), range(0, E, step), self.workers)
+        if isinstance(head, LogisticHead):
+            head.n_iter_ = max(p.n_iter_ for p in parts)
+        A = torch.cat([p.dual_coef_ for p in parts])                                       # E x s x k
+        b.copy_(torch.cat([p.intercept_ for p in parts]))
+        parallel_map(lambda lo: combine(lo, A[lo:lo + B]), range(0, E, B), self.workers)
         return W, None, b.reshape(-1).to(W.dtype)
 
     def score_queries(self, forms: dict) -> dict[str, torch.Tensor]:
@@ -275,9 +284,9 @@ class _Engine:
         P, q = rows.shape
         k, d = wrows.shape[1], W.shape[1]
         hits = torch.empty(P, dtype=torch.int64, device=self.x.device)
-        if self.x.device.type == "cpu" and not _TENSOR_SCORING:
+        if self._kernels():
             from nclab.fewshot.kernels import score_slots
-            args = [t.contiguous().numpy() for t in (self.x, rows, inv, W, wrows, bias, j, hits)]
+            args = [self.x_np] + [t.contiguous().numpy() for t in (rows, inv, W, wrows, bias, j, hits)]
             G = 64
             parallel_map(lambda lo: score_slots(*args, lo, min(lo + G, P)), range(0, P, G), self.workers)
             return torch.from_numpy(args[-1])
@@ -314,18 +323,13 @@ class _Engine:
 
     def run(self, heads) -> dict[str, torch.Tensor]:
         forms, generic = {}, []
-        gram = [(name, h) for name, h in heads if _linear_kind(h) == "gram"]
-        ridge = [(name, h) for name, h in gram if isinstance(h, RidgeHead)]
-        logistic = [(name, h) for name, h in gram if isinstance(h, LogisticHead)]
-        K, fitted = self.support_pass(ridge, keep_gram=bool(logistic)) if gram else (None, {})
+        K = self.gram() if any(_linear_kind(h) == "gram" for _, h in heads) else None
         for name, h in heads:
             kind = _linear_kind(h)
             if kind == "ncc":
                 forms[name] = self.ncc_weights(h.metric)
-            elif name in fitted:
-                forms[name] = fitted[name]
             elif kind == "gram":
-                forms[name] = self.logistic_fit(h, K)
+                forms[name] = self.gram_fit(h, K)
             else:
                 generic.append((name, h))
         acc = self.score_queries(forms) if forms else {}

@@ -72,3 +72,41 @@ def score_slots(x, rows, inv, W, wrows, bias, labels, hits, lo, hi):  # pragma: 
             if best == labels[p]:
                 count += 1
         hits[p] = count
+
+
+@numba.njit(nogil=True, fastmath=_FLAGS, cache=True, boundscheck=False)
+def gram_rows(x, rows, scale, K, lo, hi):  # pragma: no cover - compiled
+    """For episodes e in [lo, hi): K[e] = diag(a) X_e X_e^T diag(a), X_e = x[rows[e]] (s x d),
+    a = scale[rows[e]]; dot products accumulated in x's dtype (as a BLAS product would), K in
+    float64. Symmetric: each pair computed once, four rows against one at a time."""
+    s = rows.shape[1]
+    d = x.shape[1]
+    zero = x.dtype.type(0)
+    for e in range(lo, hi):
+        i = 0
+        while i < s:
+            m = min(4, s - i)
+            x0 = x[rows[e, i]]
+            x1 = x[rows[e, i + 1]] if m > 1 else x0
+            x2 = x[rows[e, i + 2]] if m > 2 else x0
+            x3 = x[rows[e, i + 3]] if m > 3 else x0
+            for j in range(i + m):
+                y = x[rows[e, j]]
+                a0 = zero
+                a1 = zero
+                a2 = zero
+                a3 = zero
+                for t in range(d):
+                    yt = y[t]
+                    a0 += x0[t] * yt
+                    a1 += x1[t] * yt
+                    a2 += x2[t] * yt
+                    a3 += x3[t] * yt
+                acc = (a0, a1, a2, a3)
+                for u in range(m):
+                    if j <= i + u:
+                        v = float(acc[u]) * float(scale[rows[e, i + u]]) * float(scale[rows[e, j]])
+                        K[e, i + u, j] = v
+                        K[e, j, i + u] = v
+            i += m
+
