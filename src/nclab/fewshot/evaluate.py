@@ -258,6 +258,24 @@ class _Engine:
         parallel_map(lambda lo: combine(lo, A[lo:lo + B]), range(0, E, B), self.workers)
         return W, None, b.reshape(-1).to(W.dtype)
 
+    def ridge_fused(self, head: RidgeHead):
+        """Ridge on CPU, episode by episode in one compiled pass while the support rows are in
+        cache (:func:`nclab.fewshot.kernels.ridge_rows`: Gram, Cholesky solve, W, b)."""
+        from nclab.fewshot.kernels import ridge_rows
+        if not head.alpha > 0:
+            raise NclabError(f"RidgeHead: alpha must be > 0, got {head.alpha!r}")
+        E, k, s, d = self.E, self.k, self.k * self.n, self.x.shape[1]
+        sup = self.support.reshape(E, s).contiguous().numpy()
+        W = empty((E * k, d), self.x.dtype, self.x.device)
+        b = torch.empty(E, k, dtype=torch.float64)
+        Wn, bn = W.numpy(), b.numpy()
+        B = self._steps(E, s).step
+        parallel_map(lambda lo: ridge_rows(self.x_np, sup, self.scale_np, self.n, float(head.alpha),
+                                           bool(head.fit_intercept), Wn, bn, lo, min(lo + B, E)),
+                     range(0, E, B), self.workers)
+        head.n_classes_ = k
+        return W, None, b.reshape(-1).to(W.dtype)
+
     def score_queries(self, forms: dict) -> dict[str, torch.Tensor]:
         """Per-episode accuracy of argmax_c q.w_c + b_c / scale(q) for each head's
         (W, rows of W per slot or None, b per slot), the queries taken slot by slot in class
@@ -323,11 +341,15 @@ class _Engine:
 
     def run(self, heads) -> dict[str, torch.Tensor]:
         forms, generic = {}, []
-        K = self.gram() if any(_linear_kind(h) == "gram" for _, h in heads) else None
+        fused = self._kernels() and self.k * self.n <= 128      # ridge in one compiled pass (small s)
+        gram = [h for _, h in heads if _linear_kind(h) == "gram" and not (fused and isinstance(h, RidgeHead))]
+        K = self.gram() if gram else None
         for name, h in heads:
             kind = _linear_kind(h)
             if kind == "ncc":
                 forms[name] = self.ncc_weights(h.metric)
+            elif kind == "gram" and fused and isinstance(h, RidgeHead):
+                forms[name] = self.ridge_fused(h)
             elif kind == "gram":
                 forms[name] = self.gram_fit(h, K)
             else:

@@ -75,38 +75,124 @@ def score_slots(x, rows, inv, W, wrows, bias, labels, hits, lo, hi):  # pragma: 
 
 
 @numba.njit(nogil=True, fastmath=_FLAGS, cache=True, boundscheck=False)
-def gram_rows(x, rows, scale, K, lo, hi):  # pragma: no cover - compiled
-    """For episodes e in [lo, hi): K[e] = diag(a) X_e X_e^T diag(a), X_e = x[rows[e]] (s x d),
-    a = scale[rows[e]]; dot products accumulated in x's dtype (as a BLAS product would), K in
-    float64. Symmetric: each pair computed once, four rows against one at a time."""
-    s = rows.shape[1]
+def _gram_one(x, r, scale, K):  # pragma: no cover - compiled
+    """K = diag(a) X X^T diag(a) for the rows X = x[r] (s x d), a = scale[r]: dot products
+    accumulated in x's dtype (as a BLAS product would), K in float64; each pair computed once,
+    four rows against one at a time."""
+    s = r.shape[0]
     d = x.shape[1]
     zero = x.dtype.type(0)
-    for e in range(lo, hi):
-        i = 0
-        while i < s:
-            m = min(4, s - i)
-            x0 = x[rows[e, i]]
-            x1 = x[rows[e, i + 1]] if m > 1 else x0
-            x2 = x[rows[e, i + 2]] if m > 2 else x0
-            x3 = x[rows[e, i + 3]] if m > 3 else x0
-            for j in range(i + m):
-                y = x[rows[e, j]]
-                a0 = zero
-                a1 = zero
-                a2 = zero
-                a3 = zero
-                for t in range(d):
-                    yt = y[t]
-                    a0 += x0[t] * yt
-                    a1 += x1[t] * yt
-                    a2 += x2[t] * yt
-                    a3 += x3[t] * yt
-                acc = (a0, a1, a2, a3)
-                for u in range(m):
-                    if j <= i + u:
-                        v = float(acc[u]) * float(scale[rows[e, i + u]]) * float(scale[rows[e, j]])
-                        K[e, i + u, j] = v
-                        K[e, j, i + u] = v
-            i += m
+    i = 0
+    while i < s:
+        m = min(4, s - i)
+        x0 = x[r[i]]
+        x1 = x[r[i + 1]] if m > 1 else x0
+        x2 = x[r[i + 2]] if m > 2 else x0
+        x3 = x[r[i + 3]] if m > 3 else x0
+        for j in range(i + m):
+            y = x[r[j]]
+            a0 = zero
+            a1 = zero
+            a2 = zero
+            a3 = zero
+            for t in range(d):
+                yt = y[t]
+                a0 += x0[t] * yt
+                a1 += x1[t] * yt
+                a2 += x2[t] * yt
+                a3 += x3[t] * yt
+            acc = (a0, a1, a2, a3)
+            for u in range(m):
+                if j <= i + u:
+                    v = float(acc[u]) * float(scale[r[i + u]]) * float(scale[r[j]])
+                    K[i + u, j] = v
+                    K[j, i + u] = v
+        i += m
 
+
+@numba.njit(nogil=True, fastmath=_FLAGS, cache=True, boundscheck=False)
+def gram_rows(x, rows, scale, K, lo, hi):  # pragma: no cover - compiled
+    """For episodes e in [lo, hi): K[e] = diag(a) X_e X_e^T diag(a), X_e = x[rows[e]], a = scale[rows[e]]."""
+    for e in range(lo, hi):
+        _gram_one(x, rows[e], scale, K[e])
+
+
+@numba.njit(nogil=True, fastmath=_FLAGS, cache=True, boundscheck=False)
+def ridge_rows(x, rows, scale, shot, alpha, intercept, W, b, lo, hi):  # pragma: no cover - compiled
+    """Ridge regression to {-1, 1} one-hot targets for episodes e in [lo, hi), whose support
+    rows[e] (s = k * shot) are class by class, rows scaled by ``scale``; the dual solution of
+    :meth:`nclab.fewshot.heads.RidgeHead.fit_gram` for each episode while its rows are in cache:
+    K = diag(a) X X^T diag(a); A = H (H K H + alpha I)^{-1} H (T - mean T) by Cholesky (float64);
+    W[e k + c] = sum_t A[t, c] a_t x_t; b[e, c] = mean(T_c) - (1/s) 1^T K A_c (b = 0 and H = I
+    without ``intercept``)."""
+    s = rows.shape[1]
+    d = x.shape[1]
+    k = s // shot
+    K = np.empty((s, s))
+    L = np.empty((s, s))
+    R = np.empty((s, k))
+    rm = np.empty(s)
+    acc = np.empty((k, d), dtype=W.dtype)
+    ym = (2.0 * shot - s) / s if intercept else 0.0
+    for e in range(lo, hi):
+        r = rows[e]
+        _gram_one(x, r, scale, K)
+        tm = 0.0
+        for i in range(s):
+            v = 0.0
+            for j in range(s):
+                v += K[i, j]
+            rm[i] = v / s if intercept else 0.0
+            tm += rm[i]
+        tm /= s
+        for i in range(s):
+            for j in range(s):
+                L[i, j] = K[i, j] - rm[i] - rm[j] + tm
+            L[i, i] += alpha
+        for j in range(s):                                   # Cholesky, L lower triangular, in place
+            v = L[j, j]
+            for m in range(j):
+                v -= L[j, m] * L[j, m]
+            v = np.sqrt(v)
+            L[j, j] = v
+            for i in range(j + 1, s):
+                u = L[i, j]
+                for m in range(j):
+                    u -= L[i, m] * L[j, m]
+                L[i, j] = u / v
+        for t in range(s):
+            for c in range(k):
+                R[t, c] = (1.0 if t // shot == c else -1.0) - ym
+        for c in range(k):                                   # L y = R, then L^T z = y
+            for i in range(s):
+                v = R[i, c]
+                for m in range(i):
+                    v -= L[i, m] * R[m, c]
+                R[i, c] = v / L[i, i]
+            for i in range(s - 1, -1, -1):
+                v = R[i, c]
+                for m in range(i + 1, s):
+                    v -= L[m, i] * R[m, c]
+                R[i, c] = v / L[i, i]
+            if intercept:
+                mean = 0.0
+                for i in range(s):
+                    mean += R[i, c]
+                mean /= s
+                for i in range(s):
+                    R[i, c] -= mean
+            v = 0.0
+            for i in range(s):
+                v += rm[i] * R[i, c]
+            b[e, c] = ym - v if intercept else 0.0
+        acc[:] = 0
+        for t in range(s):
+            xr = x[r[t]]
+            a = scale[r[t]]
+            for c in range(k):
+                f = W.dtype.type(R[t, c] * a)
+                for u in range(d):
+                    acc[c, u] += f * xr[u]
+        for c in range(k):
+            for u in range(d):
+                W[e * k + c, u] = acc[c, u]
