@@ -207,16 +207,21 @@ class _Engine:
         order = self.by_class
         idx = self.support.reshape(E * k, n)[order]
         W = empty((E * k, self.x.shape[1]), self.x.dtype, self.x.device)
-        b = torch.zeros(E * k, dtype=self.x.dtype, device=self.x.device)
-
-        def post(lo, sums):
-            if metric == "cosine":
-                sums.div_(torch.linalg.vector_norm(sums, dim=1, keepdim=True).clamp_min_(1e-12))
-            else:
-                torch.linalg.vector_norm(sums, dim=1, out=b[lo:lo + sums.shape[0]])
-        self._bag_sums(idx, self.scale[idx] / n, W, post)
+        b = torch.zeros(E * k, dtype=torch.float64 if self._kernels() else self.x.dtype, device=self.x.device)
+        if self._kernels():
+            from nclab.fewshot.kernels import centroids
+            args = (self.x_np, idx.numpy(), self.scale_np, metric == "cosine", W.numpy(), b.numpy())
+            B = self._steps(E * k, n * 4).step
+            parallel_map(lambda lo: centroids(*args, lo, min(lo + B, E * k)), range(0, E * k, B), self.workers)
+        else:
+            def post(lo, sums):
+                if metric == "cosine":
+                    sums.div_(torch.linalg.vector_norm(sums, dim=1, keepdim=True).clamp_min_(1e-12))
+                else:
+                    b[lo:lo + sums.shape[0]] = sums.square().sum(1).mul_(-0.5)
+            self._bag_sums(idx, self.scale[idx] / n, W, post)
         rows = torch.empty_like(order).index_copy_(0, order, torch.arange(E * k, device=order.device))
-        bias = torch.empty_like(b).index_copy_(0, order, b.square_().mul_(-0.5))
+        bias = torch.empty_like(b).index_copy_(0, order, b).to(self.x.dtype)
         return W, rows, bias
 
     def gram(self) -> torch.Tensor:

@@ -196,3 +196,31 @@ def ridge_rows(x, rows, scale, shot, alpha, intercept, W, b, lo, hi):  # pragma:
         for c in range(k):
             for u in range(d):
                 W[e * k + c, u] = acc[c, u]
+
+
+@numba.njit(nogil=True, fastmath=_FLAGS, cache=True, boundscheck=False)
+def centroids(x, rows, scale, cosine, W, b, lo, hi):  # pragma: no cover - compiled
+    """For p in [lo, hi): W[p] = mean_t scale[rows[p, t]] x[rows[p, t]] (a class centroid of
+    scaled rows) and b[p] = -||W[p]||^2 / 2; with ``cosine``, W[p] / ||W[p]|| and b[p] = 0."""
+    n = rows.shape[1]
+    d = x.shape[1]
+    acc = np.empty(d, dtype=W.dtype)
+    for p in range(lo, hi):
+        acc[:] = 0
+        for t in range(n):
+            xr = x[rows[p, t]]
+            f = W.dtype.type(scale[rows[p, t]] / n)
+            for u in range(d):
+                acc[u] += f * xr[u]
+        sq = 0.0
+        for u in range(d):
+            sq += float(acc[u]) * float(acc[u])
+        if cosine:
+            inv = W.dtype.type(1.0 / max(np.sqrt(sq), 1e-12))
+            for u in range(d):
+                W[p, u] = acc[u] * inv
+            b[p] = 0.0
+        else:
+            for u in range(d):
+                W[p, u] = acc[u]
+            b[p] = -sq / 2
