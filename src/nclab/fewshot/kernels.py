@@ -1,17 +1,21 @@
-"""Compiled CPU kernel for scoring few-shot queries (Numba; imported on first CPU use).
+"""Compiled CPU kernels of the few-shot engine (Numba; imported on first CPU use).
 
-Scoring a query of an episode against the episode's k class weights is 15-75 small dot
-products of length d per slot. Done with tensor ops, each slot's query rows and weight rows
-are first copied out of the feature matrix into a buffer for a batched product; on a CPU those
-copies, and the per-chunk op overheads, cost more than the arithmetic. This kernel reads the
-rows where they are and keeps the running scores in registers (four queries against one
-weight row at a time), so each query row is read once per weight row from cache and nothing
-is written but one count per slot: 1.5-2x faster than the gather-and-``matmul`` loop on this
-project's 2-core machine (see BENCHMARKS.md). ``nogil``: the worker threads of
-:mod:`nclab.parallel` run it side by side on chunks of slots.
+On a CPU, few-shot evaluation is many small products over rows picked at random from a large
+feature matrix. Done with tensor ops, every episode's rows are first copied into a buffer for a
+batched product, and those copies and the per-op overheads cost more than the arithmetic. These
+kernels read the rows where they are, keep running sums in registers, and write only results:
 
-Floating-point: sums may be reassociated (vectorised), so scores differ from a BLAS product
-by rounding only; a prediction changes only at an exact tie of two classes.
+- :func:`score_slots`: a slot's queries against its episode's class weights, counting hits
+  (register blocks of four queries by two weight rows);
+- :func:`centroids`: class centroids of scaled support rows;
+- :func:`gram_rows`: support Gram matrices (each pair once);
+- :func:`ridge_rows`: ridge regression per episode (Gram, Cholesky solve, weights) while the
+  support rows are in cache.
+
+Measured against the gather-and-``matmul`` loops they replace: BENCHMARKS.md. ``nogil``: the
+worker threads of :mod:`nclab.parallel` run them side by side on chunks. Floating point: sums
+may be reassociated (vectorised), so values differ from a BLAS product by rounding only and a
+prediction changes only at an exact tie of two classes; NaN and inf propagate as usual.
 """
 
 from __future__ import annotations
@@ -25,44 +29,60 @@ _FLAGS = {"reassoc", "contract", "nsz", "arcp"}       # vectorised sums and FMA;
 @numba.njit(nogil=True, fastmath=_FLAGS, cache=True, boundscheck=False)
 def score_slots(x, rows, inv, W, wrows, bias, labels, hits, lo, hi):  # pragma: no cover - compiled
     """For slots p in [lo, hi): hits[p] = #{i : argmax_c (x[rows[p, i]] . W[wrows[p, c]]
-    + bias[p, c] * inv[p, i]) == labels[p]} (first maximum on ties)."""
+    + bias[p, c] * inv[p, i]) == labels[p]} (first maximum on ties). Register blocks of four
+    query rows by two weight rows (an odd last class or a short last block is computed twice
+    rather than branching in the inner loop)."""
     q = rows.shape[1]
     k = wrows.shape[1]
     d = x.shape[1]
     s = np.empty((q, k), dtype=x.dtype)
     zero = x.dtype.type(0)
     for p in range(lo, hi):
-        for c in range(k):
+        c = 0
+        while c < k:
+            c2 = min(c + 1, k - 1)
             w = W[wrows[p, c]]
+            v = W[wrows[p, c2]]
             b = bias[p, c]
+            b2 = bias[p, c2]
             i = 0
-            while i + 4 <= q:
+            while i < q:
+                i1 = min(i + 1, q - 1)
+                i2 = min(i + 2, q - 1)
+                i3 = min(i + 3, q - 1)
                 x0 = x[rows[p, i]]
-                x1 = x[rows[p, i + 1]]
-                x2 = x[rows[p, i + 2]]
-                x3 = x[rows[p, i + 3]]
+                x1 = x[rows[p, i1]]
+                x2 = x[rows[p, i2]]
+                x3 = x[rows[p, i3]]
                 a0 = zero
                 a1 = zero
                 a2 = zero
                 a3 = zero
+                e0 = zero
+                e1 = zero
+                e2 = zero
+                e3 = zero
                 for t in range(d):
                     wt = w[t]
+                    vt = v[t]
                     a0 += x0[t] * wt
                     a1 += x1[t] * wt
                     a2 += x2[t] * wt
                     a3 += x3[t] * wt
+                    e0 += x0[t] * vt
+                    e1 += x1[t] * vt
+                    e2 += x2[t] * vt
+                    e3 += x3[t] * vt
                 s[i, c] = a0 + b * inv[p, i]
-                s[i + 1, c] = a1 + b * inv[p, i + 1]
-                s[i + 2, c] = a2 + b * inv[p, i + 2]
-                s[i + 3, c] = a3 + b * inv[p, i + 3]
+                s[i1, c] = a1 + b * inv[p, i1]
+                s[i2, c] = a2 + b * inv[p, i2]
+                s[i3, c] = a3 + b * inv[p, i3]
+                s[i, c2] = e0 + b2 * inv[p, i]
+                s[i1, c2] = e1 + b2 * inv[p, i1]
+                s[i2, c2] = e2 + b2 * inv[p, i2]
+                s[i3, c2] = e3 + b2 * inv[p, i3]
                 i += 4
-            while i < q:
-                x0 = x[rows[p, i]]
-                a0 = zero
-                for t in range(d):
-                    a0 += x0[t] * w[t]
-                s[i, c] = a0 + b * inv[p, i]
-                i += 1
+            c += 2
         count = 0
         for i in range(q):
             best = 0
@@ -77,8 +97,8 @@ def score_slots(x, rows, inv, W, wrows, bias, labels, hits, lo, hi):  # pragma: 
 @numba.njit(nogil=True, fastmath=_FLAGS, cache=True, boundscheck=False)
 def _gram_one(x, r, scale, K):  # pragma: no cover - compiled
     """K = diag(a) X X^T diag(a) for the rows X = x[r] (s x d), a = scale[r]: dot products
-    accumulated in x's dtype (as a BLAS product would), K in float64; each pair computed once,
-    four rows against one at a time."""
+    accumulated in x's dtype (as a BLAS product would), K in float64; each pair computed once
+    (up to a block edge), four rows against two at a time."""
     s = r.shape[0]
     d = x.shape[1]
     zero = x.dtype.type(0)
@@ -89,24 +109,35 @@ def _gram_one(x, r, scale, K):  # pragma: no cover - compiled
         x1 = x[r[i + 1]] if m > 1 else x0
         x2 = x[r[i + 2]] if m > 2 else x0
         x3 = x[r[i + 3]] if m > 3 else x0
-        for j in range(i + m):
+        for j in range(0, i + m, 2):                   # two rows y, z at a time (z = y at the end)
+            j2 = min(j + 1, i + m - 1)
             y = x[r[j]]
+            z = x[r[j2]]
             a0 = zero
             a1 = zero
             a2 = zero
             a3 = zero
+            c0 = zero
+            c1 = zero
+            c2 = zero
+            c3 = zero
             for t in range(d):
                 yt = y[t]
+                zt = z[t]
                 a0 += x0[t] * yt
                 a1 += x1[t] * yt
                 a2 += x2[t] * yt
                 a3 += x3[t] * yt
-            acc = (a0, a1, a2, a3)
-            for u in range(m):
-                if j <= i + u:
-                    v = float(acc[u]) * float(scale[r[i + u]]) * float(scale[r[j]])
-                    K[i + u, j] = v
-                    K[j, i + u] = v
+                c0 += x0[t] * zt
+                c1 += x1[t] * zt
+                c2 += x2[t] * zt
+                c3 += x3[t] * zt
+            for jj, acc in ((j, (a0, a1, a2, a3)), (j2, (c0, c1, c2, c3))):
+                for u in range(m):
+                    if jj <= i + u:
+                        v = float(acc[u]) * float(scale[r[i + u]]) * float(scale[r[jj]])
+                        K[i + u, jj] = v
+                        K[jj, i + u] = v
         i += m
 
 
