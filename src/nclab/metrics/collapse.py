@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 
@@ -29,6 +30,7 @@ from torch import Tensor
 
 from nclab.errors import NclabError
 from nclab.metrics.stats import CentredPass, ClassMoments, ClassStats, check_finite
+from nclab.parallel import parallel_map
 
 __all__ = [
     "CollapseRecord", "MeanGeometry", "PairStats", "measure", "measure_from_stats", "centred_pass",
@@ -592,6 +594,30 @@ def measure(features, labels, W=None, b=None, *, n_classes: int | None = None, g
             accs[0].merge_state(a)
         return accs[0]
 
+    def run_queued(make):
+        """Chunks from a shared queue (a worker slowed by another process takes fewer), each
+        accumulated alone; the per-chunk states (small: per-class sums) are added in chunk order,
+        so the result does not depend on which worker took which chunk."""
+        local = threading.local()
+
+        def chunk(i):
+            acc = getattr(local, "acc", None)
+            if acc is None:
+                acc = local.acc = make()
+            acc.reset()
+            acc.update(X[i:i + rows], y[i:i + rows])
+            return acc, {name: getattr(acc, name).clone() for name in acc._defaults}
+
+        with _intraop_threads(1 if X.device.type == "cpu" else None):
+            parts = parallel_map(chunk, starts, n_workers)
+        final = parts[0][0]
+        for name in final._defaults:
+            total = parts[0][1][name]
+            for _, state in parts[1:]:
+                total = total + state[name]
+            setattr(final, name, total)
+        return final
+
     # pass 1 needs only class sums: one common shift (first chunk's mean) keeps them exact
     shift = X[:rows].to(torch.float64).mean(0)
     try:
@@ -603,7 +629,7 @@ def measure(features, labels, W=None, b=None, *, n_classes: int | None = None, g
     mom = first.compute()
     used, _ = _used(mom)
     geo = mean_geometry(mom.means[used], mom.counts[used], global_mean, rtol)
-    second = run(lambda: centred_pass(mom, geo, Wt, bt))
+    second = run_queued(lambda: centred_pass(mom, geo, Wt, bt))
     res = second.compute()
     return _record(mom, geo, res["quad"], res["sqdev"], res, Wt, variance=variance, power=cdnv_power,
                    coincide_rtol=coincide_rtol, dtype=str(X.dtype).replace("torch.", ""), global_mean=global_mean)

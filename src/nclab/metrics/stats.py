@@ -249,6 +249,27 @@ class ClassStats(Metric):
             setattr(self, k, v)
 
 
+def _best_two(scores: Tensor, largest: bool) -> tuple[Tensor, Tensor]:
+    """Per row of ``scores`` (B x C, C >= 1): the index of the best entry (max or min; the
+    first on ties) and the margin to the second best (inf when C = 1). Overwrites ``scores``.
+    On CPU through NumPy, whose row reductions are vectorised (~10-40x torch's arg-reductions
+    on 1,024 x 1,000 float32 here)."""
+    if scores.device.type == "cpu":
+        import numpy as np
+        a = scores.numpy()
+        rows = np.arange(a.shape[0])
+        best = a.argmax(1) if largest else a.argmin(1)
+        top1 = a[rows, best].copy()
+        a[rows, best] = -np.inf if largest else np.inf
+        top2 = a.max(1) if largest else a.min(1)
+        return torch.from_numpy(best), torch.from_numpy(top1 - top2 if largest else top2 - top1)
+    best = scores.argmax(1) if largest else scores.argmin(1)
+    top1 = scores.gather(1, best[:, None])[:, 0]
+    top2 = scores.scatter_(1, best[:, None], -math.inf if largest else math.inf)
+    top2 = top2.max(1).values if largest else top2.min(1).values
+    return best, (top1 - top2 if largest else top2 - top1)
+
+
 class CentredPass(Metric):
     """Second pass given the class means: exact centred statistics, NC1 quadratic forms, NCC.
 
@@ -354,13 +375,11 @@ class CentredPass(Metric):
         exact = lambda cols: torch.argmin(self.m_sq[:, None] - 2 * (self.proj @ a[:, cols]), dim=0)  # noqa: E731
         if torch.get_float32_matmul_precision() != "highest" or (a.is_cuda and torch.backends.cuda.matmul.allow_tf32):
             return exact(slice(None))
-        a32 = a.to(torch.float32)
-        score = torch.addmm(self.m_sq32[:, None], self.proj32, a32, alpha=-2)    # K x B
-        best = torch.argmin(score, dim=0)
-        top1 = score.gather(0, best[None])[0]
-        top2 = score.scatter_(0, best[None], math.inf).min(dim=0).values
+        a32 = a.T.to(torch.float32)                                               # B x k
+        score = torch.addmm(self.m_sq32[None, :], a32, self.proj32.T, alpha=-2)    # B x K
+        best, margin = _best_two(score, largest=False)
         err = self.es * torch.linalg.vector_norm(a, dim=0) + self.em
-        unsure = (top2 - top1) <= 2 * err
+        unsure = margin <= 2 * err
         if bool(unsure.any()):
             cols = unsure.nonzero().flatten()
             best[cols] = exact(cols)
@@ -375,11 +394,9 @@ class CentredPass(Metric):
         if not fast_ok:
             return exact(slice(None))
         h32 = given.to(torch.float32)
-        logits = torch.addmm(self.b32[:, None], self.W32, h32.T)           # C x B (the fast orientation)
-        net = torch.argmax(logits, dim=0)
-        top1 = logits.gather(0, net[None])[0]
-        top2 = logits.scatter_(0, net[None], -math.inf).max(dim=0).values
-        unsure = (top1 - top2) <= 2 * (self.ew * torch.linalg.vector_norm(h32, dim=1) + self.eb)
+        logits = torch.addmm(self.b32[None, :], h32, self.W32.T)                 # B x C
+        net, margin = _best_two(logits, largest=True)
+        unsure = margin <= 2 * (self.ew * torch.linalg.vector_norm(h32, dim=1) + self.eb)
         if bool(unsure.any()):
             rows = unsure.nonzero().flatten()
             net[rows] = exact(rows)
