@@ -270,6 +270,59 @@ def _best_two(scores: Tensor, largest: bool) -> tuple[Tensor, Tensor]:
     return best, (top1 - top2 if largest else top2 - top1)
 
 
+class NetworkArgmax:
+    """The network's decisions argmax_c (w_c . h + b_c), exactly as float64 would decide them:
+    logits in float32 with a rigorous bound of their rounding error (Higham's gamma_d for the
+    dot product, plus rounding W, b and the sum: |err| <= ew ||h|| + eb); the samples whose best
+    two logits are closer than twice the bound are recomputed in float64 as
+    w_c . (h - mu_y) + (w_c . mu_y + b_c), from the centred features (nothing cancels).
+
+    Args: means (K x d) of the classes in use, lookup (C: label -> row of means, -1 if unused),
+    W (C x d), b (C or None)."""
+
+    def __init__(self, means: Tensor, lookup: Tensor, W: Tensor, b: Tensor | None) -> None:
+        dev = means.device
+        self.mu = means.to(torch.float64)
+        self.lookup = lookup
+        W = W.to(dev, torch.float64)
+        b = torch.zeros(W.shape[0], dtype=torch.float64, device=dev) if b is None else b.to(dev, torch.float64)
+        self.Wt = W.T.contiguous()
+        self.logit0 = self.mu @ W.T + b                                            # w_c . mu_y + b_c  (K x C)
+        self.W32 = W.to(torch.float32).contiguous()
+        self.b32 = b.to(torch.float32)
+        u, d = 2.0 ** -24, W.shape[1]
+        gamma = d * u / (1 - d * u)
+        self.ew = 2 * (gamma + 4 * u) * float(W.norm(dim=1).max())
+        self.eb = 2 * 3 * u * float(b.abs().max())
+
+    def _to(self, device) -> None:
+        for name in ("mu", "lookup", "Wt", "logit0", "W32", "b32"):
+            setattr(self, name, getattr(self, name).to(device))
+
+    def __call__(self, given: Tensor, k: Tensor, z: Tensor | None = None) -> Tensor:
+        """Decisions for a batch ``given`` (B x d, any float dtype) whose classes' rows in
+        ``means`` are ``k``; ``z`` = h - mu_y in float64 if already at hand."""
+        if given.device != self.W32.device:
+            self._to(given.device)
+
+        def exact(rows):
+            zr = z[rows] if z is not None else given[rows].to(torch.float64) - self.mu[k[rows]]
+            return torch.argmax(zr @ self.Wt + self.logit0[k[rows]], dim=1)
+        fast_ok = (given.dtype in (torch.float32, torch.float16, torch.bfloat16)
+                   and torch.get_float32_matmul_precision() == "highest"
+                   and not (given.is_cuda and torch.backends.cuda.matmul.allow_tf32))
+        if not fast_ok:
+            return exact(slice(None))
+        h32 = given.to(torch.float32)
+        logits = torch.addmm(self.b32[None, :], h32, self.W32.T)                 # B x C
+        net, margin = _best_two(logits, largest=True)
+        unsure = margin <= 2 * (self.ew * torch.linalg.vector_norm(h32, dim=1) + self.eb)
+        if bool(unsure.any()):
+            rows = unsure.nonzero().flatten()
+            net[rows] = exact(rows)
+        return net
+
+
 class CentredPass(Metric):
     """Second pass given the class means: exact centred statistics, NC1 quadratic forms, NCC.
 
@@ -325,21 +378,7 @@ class CentredPass(Metric):
         self.register_buffer("lookup", lookup)
         self.register_buffer("classes", classes.to(device=dev, dtype=torch.int64))
         self.with_w = W is not None
-        if W is not None:
-            W = W.to(torch.float64)
-            b = torch.zeros(W.shape[0], dtype=torch.float64, device=dev) if b is None else b.to(dev, torch.float64)
-            W = W.to(dev)
-            self.register_buffer("Wt", W.T.contiguous())
-            self.register_buffer("logit0", means @ W.T + b)                     # w_c . mu_y + b_c  (K x C)
-            self.register_buffer("W32", W.to(torch.float32).contiguous())
-            self.register_buffer("b32", b.to(torch.float32))
-            # rigorous float32 error bound of a logit (Higham's gamma_d for the dot product, plus
-            # rounding W, b and the sum): |err| <= ew ||h|| + eb; decisions closer than 2 |err| are
-            # recomputed in float64, so the network's argmax is always the float64 one
-            u = 2.0 ** -24
-            gamma = d * u / (1 - d * u)
-            self.ew = 2 * (gamma + 4 * u) * float(W.norm(dim=1).max())
-            self.eb = 2 * 3 * u * float(b.abs().max())
+        self.network = NetworkArgmax(means, lookup, W, b) if W is not None else None
         self.register_buffer("basis_t", basis.to(dev, torch.float64).T.contiguous())
         self.add_state("sqdev", torch.zeros(K, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("quad", torch.zeros(self.k, dtype=torch.float64), dist_reduce_fx="sum")
@@ -364,7 +403,7 @@ class CentredPass(Metric):
         ncc = self.classes[self._ncc_argmin(p.add_(self.proj[k].T))]  # p + (U S)_y = Q^T (h - g)
         self.ncc_correct += (ncc == y).sum()
         if self.with_w:
-            self.mismatch += (ncc != self._network_argmax(given, z, k)).sum()
+            self.mismatch += (ncc != self.network(given, k, z)).sum()
         self.n += h.shape[0]
 
     def _ncc_argmin(self, a: Tensor) -> Tensor:
@@ -384,23 +423,6 @@ class CentredPass(Metric):
             cols = unsure.nonzero().flatten()
             best[cols] = exact(cols)
         return best
-
-    def _network_argmax(self, given: Tensor, z: Tensor, k: Tensor) -> Tensor:
-        """argmax_c (w_c . h + b_c), exactly as float64 would decide it."""
-        exact = lambda rows: torch.argmax(z[rows] @ self.Wt + self.logit0[k[rows]], dim=1)  # noqa: E731
-        fast_ok = (given.dtype in (torch.float32, torch.float16, torch.bfloat16)
-                   and torch.get_float32_matmul_precision() == "highest"
-                   and not (given.is_cuda and torch.backends.cuda.matmul.allow_tf32))
-        if not fast_ok:
-            return exact(slice(None))
-        h32 = given.to(torch.float32)
-        logits = torch.addmm(self.b32[None, :], h32, self.W32.T)                 # B x C
-        net, margin = _best_two(logits, largest=True)
-        unsure = margin <= 2 * (self.ew * torch.linalg.vector_norm(h32, dim=1) + self.eb)
-        if bool(unsure.any()):
-            rows = unsure.nonzero().flatten()
-            net[rows] = exact(rows)
-        return net
 
     def compute(self) -> dict[str, Tensor]:
         """``sqdev`` (K,), ``quad`` (k,) = diag(Q^T S_W Q), ``n``, ``ncc_correct``, ``mismatch``."""
