@@ -423,8 +423,12 @@ def _fewshot_shots(result, x, y, shots, way, query, episodes, heads, names, seed
         # 1 / ||x|| once per row (one read of N x d), applied to each gathered block while it is
         # in cache: cheaper than normalising every gathered row (E k (n + q) rows, several N)
         # and than writing a normalised copy of the whole matrix
-        # (on a pool thread, while the first episodes are sampled with NumPy)
-        row_scale = background(_row_norms_inverse, x, 1)
+        # (on a pool thread while the first episodes are sampled with NumPy; on all workers
+        # when the episodes are given)
+        if all(n in given for n in shots):
+            row_scale = _row_norms_inverse(x, workers)
+        else:
+            row_scale = background(_row_norms_inverse, x, 1)
         transform = "none"
     elif transform != "none":
         x = _transformed(x, transform, base_mean)           # centring: one transformed copy
