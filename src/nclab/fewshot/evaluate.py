@@ -1,12 +1,9 @@
 """``nclab.fewshot``: k-way n-shot accuracy of few-shot heads on frozen features.
 
 For each shot, one set of seeded episodes (:class:`EpisodeSampler`) is shared by all heads.
-Episodes are processed in chunks: the chunk's support and query rows are gathered from the
-feature matrix into a small buffer, transformed there (L2 / centring), and every head is
-fitted and evaluated on it batched over the chunk's episodes. The logistic head is iterative,
-so it is instead fitted once on all episodes together (a handful of tensor calls per L-BFGS
-step, whatever E) from the support Gram matrices alone (``LogisticHead.fit_gram``: W = S^T A
-by the representer theorem); a second pass over the chunks forms W and scores the queries.
+The engine (:class:`_Engine`) turns every linear head into per-episode class weights and scores
+the queries class by class, with compiled kernels on CPU (:mod:`nclab.fewshot.kernels`) and
+gathers + batched products elsewhere; other heads are fitted on gathered blocks of episodes.
 """
 
 from __future__ import annotations
@@ -124,18 +121,18 @@ class _Engine:
     query multiplies all its scores, so it can move to the offsets). On a CPU the cost of this
     task is reading rows of a large matrix at random, so the work is arranged for locality:
 
-    1. NCC centroids are weighted sums of support rows (``embedding_bag``: no gathered copy),
-       taken class by class so that each class's rows are read from memory about once;
-    2. ridge and logistic are solved in float64 from the support Gram matrices
-       K = diag(a) S S^T diag(a) alone (one pass over the support rows); their weights lie in
-       the support span, W = S^T diag(a) A, formed as weighted sums of rows;
-    3. the queries, 3/4 of the rows, are scored class by class: all the episode slots of a
-       class (its queries against their episode's weights) one after another, gathered once
-       for all heads.
+    1. NCC centroids are weighted sums of support rows, taken slot by slot in class order so
+       that each class's rows are read from memory about once;
+    2. ridge is solved episode by episode while its support rows are in cache (Gram matrix,
+       Cholesky, W); logistic is solved by batched L-BFGS from the support Gram matrices
+       K = diag(a) S S^T diag(a) (its weights lie in the support span: W = S^T diag(a) A);
+    3. the queries, 3/4 of the rows, are scored in class order too: all the episode slots of a
+       class (its queries against their episode's weights) one after another.
 
-    Other heads (1-NN, custom heads) are fitted on gathered, scaled blocks of whole episodes.
-    Every episode is computed on its own: results do not depend on the chunking or the
-    number of workers.
+    On CPU each step is a compiled kernel reading rows in place (``_kernels``); elsewhere (GPUs)
+    the rows are gathered and multiplied with tensor ops. Other heads (1-NN, custom heads) are
+    fitted on gathered, scaled blocks of whole episodes. Every episode is computed on its own:
+    results do not depend on the chunking or the number of workers.
     """
 
     def __init__(self, x: torch.Tensor, scale: torch.Tensor, labels: np.ndarray, episodes: Episodes, workers: int,

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -538,12 +537,13 @@ def measure(features, labels, W=None, b=None, *, n_classes: int | None = None, g
     'unbiased' 1/(n-1)), ``rtol`` (relative SVD tolerance for the rank of M), ``cdnv_power``,
     ``coincide_rtol``, ``n_classes`` (C when some classes may be empty), ``chunk_rows``.
 
-    Parallelism on CPU: ``num_threads`` workers (default ``torch.get_num_threads()``) each take
-    every n-th chunk with single-threaded torch ops and their own accumulators, merged exactly at
-    the end. Each chunk is a handful of cache-resident, memory-bound operations plus thin GEMMs,
-    for which intra-op thread barriers cost more than they save (and ~10x more when the cores
-    are shared with other processes; BENCHMARKS.md). The chunk-to-worker assignment is fixed,
-    so the result does not depend on thread timing."""
+    Parallelism on CPU: ``num_threads`` workers (default ``torch.get_num_threads()``) with
+    single-threaded torch ops (:mod:`nclab.parallel`). Each chunk is a handful of cache-resident,
+    memory-bound operations plus thin GEMMs, for which intra-op thread barriers cost more than they
+    save (and ~10x more when the cores are shared with other processes; BENCHMARKS.md). Pass 1
+    (class sums, d-wide state) gives every n-th chunk to worker n and merges the workers' sums in
+    order; pass 2 (the GEMMs) hands chunks out from a queue and adds the small per-chunk states in
+    chunk order. Either way the result does not depend on thread timing."""
     _options(global_mean, variance, cdnv_power)
     X = _to_tensor(features, "features")
     y = _to_tensor(labels, "labels")
@@ -579,17 +579,11 @@ def measure(features, labels, W=None, b=None, *, n_classes: int | None = None, g
         accs = [make() for _ in range(n_workers)]
 
         def work(w):
-            if X.device.type == "cpu":
-                torch.set_num_threads(1)                   # OpenMP thread counts are per thread
             for i in starts[w::n_workers]:
                 accs[w].update(X[i:i + rows], y[i:i + rows])
 
         with _intraop_threads(1 if X.device.type == "cpu" else None):
-            if n_workers == 1:
-                work(0)
-            else:
-                with ThreadPoolExecutor(n_workers) as pool:
-                    list(pool.map(work, range(n_workers)))
+            parallel_map(work, range(n_workers), n_workers)
         for a in accs[1:]:
             accs[0].merge_state(a)
         return accs[0]
