@@ -75,9 +75,9 @@ def _row_norms_inverse(x: torch.Tensor, workers: int) -> torch.Tensor:
     return out
 
 
-def _chunk_size(way: int, per_class: int, d: int, itemsize: int) -> int:
-    # ~4 MB gathered block: stays in cache while the heads read it, per worker
-    return max(1, (4 << 20) // max(1, way * per_class * d * itemsize))
+def _chunk_size(rows_per_item: int, d: int, itemsize: int) -> int:
+    """Items per chunk for ~4 MB of gathered rows: a block that stays in cache, per worker."""
+    return max(1, (4 << 20) // max(1, rows_per_item * d * itemsize))
 
 
 def _bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -149,16 +149,16 @@ class _Engine:
         self.by_class = torch.argsort(slot_class, stable=True)
 
     # -- helpers ------------------------------------------------------------------------------
-    def _gather(self, idx: torch.Tensor, name: str = "rows") -> torch.Tensor:
+    def _gather(self, idx: torch.Tensor) -> torch.Tensor:
         """Rows ``x[idx]`` (unscaled) as idx.shape + (d,), in a scratch buffer of this thread."""
         flat = idx.reshape(-1)
-        out = scratch(name, (flat.numel(), self.x.shape[1]), self.x.dtype, self.x.device)
+        out = scratch("rows", (flat.numel(), self.x.shape[1]), self.x.dtype, self.x.device)
         torch.index_select(self.x, 0, flat, out=out)
         return out.view(*idx.shape, self.x.shape[1])
 
     def _steps(self, total: int, rows_per_item: int) -> range:
         """Chunk starts over ``total`` items of ``rows_per_item`` rows each (~4 MB gathered)."""
-        size = self.chunk or _chunk_size(1, rows_per_item, self.x.shape[1], self.x.element_size())
+        size = self.chunk or _chunk_size(rows_per_item, self.x.shape[1], self.x.element_size())
         return range(0, total, max(1, size))
 
     def _bag_sums(self, idx: torch.Tensor, weights: torch.Tensor, out: torch.Tensor, post=None) -> None:
