@@ -196,3 +196,15 @@ def test_fonts_are_the_bundled_ones():
     from nclab.data.glyphs import fonts
     for f in fonts.FACES:
         assert os.path.isfile(os.path.join(fonts.font_dir(), f.file))
+
+
+def test_cache_key_follows_the_generator_source(monkeypatch):
+    """Other generator code (even with the same GENERATOR_VERSION) or another torch gives
+    another cache file, so stale arrays are never read as this code's output."""
+    key = generate.cache_key(28, 20, 0)
+    assert generate.source_digest() == generate.source_digest() and len(generate.source_digest()) == 64
+    monkeypatch.setattr(generate, "source_digest", lambda: "0" * 64)
+    assert generate.cache_key(28, 20, 0) != key
+    monkeypatch.undo()
+    monkeypatch.setattr(generate.torch, "__version__", "0.0.0")
+    assert generate.cache_key(28, 20, 0) != key

@@ -9,6 +9,7 @@ generated, and the same parameters and seed give bitwise-identical arrays.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import zipfile
@@ -115,10 +116,23 @@ def generate_glyphs(image_size: int = 28, samples_per_class: int = 20, seed: int
     return GlyphArrays(images, labels, np.asarray([inv.codepoints[i] for i in classes], np.int64))
 
 
+@functools.lru_cache(maxsize=1)
+def source_digest() -> str:
+    """SHA-256 of this package's source files: any change to the generator's code gives new
+    cache keys, so a cache written by other code is never read as this code's output (a
+    forgotten GENERATOR_VERSION bump once left stale arrays in use)."""
+    h = hashlib.sha256()
+    for f in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
 def cache_key(image_size: int, samples_per_class: int, seed: int,
               script_names: list[str] | None = None, max_classes: int | None = None) -> str:
-    """File name of the cached arrays: every parameter, the generator version and the fonts' source."""
-    params = {"version": GENERATOR_VERSION, "matplotlib": matplotlib.__version__, "image_size": int(image_size),
+    """File name of the cached arrays: every parameter, the generator version, its source code,
+    and the versions of the libraries that render (matplotlib: fonts) and distort (torch)."""
+    params = {"version": GENERATOR_VERSION, "source": source_digest(), "torch": torch.__version__,
+              "matplotlib": matplotlib.__version__, "image_size": int(image_size),
               "samples_per_class": int(samples_per_class), "seed": int(seed),
               "scripts": sorted(script_names) if script_names is not None else None, "max_classes": max_classes}
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
