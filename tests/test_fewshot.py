@@ -170,10 +170,14 @@ def test_same_seed_same_numbers_and_heads_share_episodes():
 
 
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
-@pytest.mark.parametrize("d", [48, 8])             # support span smaller than d (dual), and d < kn
-def test_engine_equals_per_episode_sklearn_loop_on_the_same_episodes(d):
+@pytest.mark.parametrize("d,dtype", [(48, np.float32), (8, np.float32), (48, np.float64), (48, np.float16)])
+def test_engine_equals_per_episode_sklearn_loop_on_the_same_episodes(d, dtype):
+    """d = 48: support span smaller than d (dual); d = 8 < kn; float64 and float16 features
+    (half precision is evaluated in float32) through the same compiled kernels."""
     X, y = blobs(C=10, n=30, d=d, sep=0.35 if d > 8 else 0.8)
+    X = X.astype(dtype)
     rep = fewshot_report(X, y, shot=(1, 5), episodes=25, heads=("ncc", "ridge", "logistic"), seed=3)
+    X = X.astype(np.float64 if dtype == np.float64 else np.float32)
     Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
     makers = {"ncc": NearestCentroid, "ridge": lambda: RidgeClassifier(alpha=1.0),
               "logistic": lambda: LogisticRegression(C=1.0, tol=1e-10, max_iter=10000)}
