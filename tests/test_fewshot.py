@@ -242,6 +242,19 @@ def test_recent_episode_sets_are_reused_read_only():
     assert (b is not a) == (not np.array_equal(y, y2))
 
 
+def test_recent_episode_sets_stay_within_their_byte_budget(monkeypatch):
+    from nclab.fewshot import episodes as module
+    _, y = blobs()
+    one = EpisodeSampler(5, 2, 9, 30, seed=21).sample(y).indices.nbytes
+    monkeypatch.setattr(module, "_RECENT", type(module._RECENT)())
+    monkeypatch.setattr(module, "_RECENT_MAX_BYTES", 2 * one)
+    sets = [EpisodeSampler(5, 2, 9, 30, seed=s).sample(y) for s in (21, 22, 23)]
+    assert len(module._RECENT) == 2                                         # the oldest was dropped
+    assert EpisodeSampler(5, 2, 9, 30, seed=23).sample(y) is sets[2]
+    again = EpisodeSampler(5, 2, 9, 30, seed=21).sample(y)
+    assert again is not sets[0] and np.array_equal(again.indices, sets[0].indices)
+
+
 def test_center_then_l2_transform_equals_manual():
     X, y = blobs()
     base = np.random.default_rng(9).standard_normal((100, X.shape[1])) + 3.0

@@ -107,8 +107,8 @@ def _distinct(rng: np.random.Generator, population: np.ndarray, count: int) -> n
 
 _RECENT: OrderedDict = OrderedDict()       # (labels sha256, way, shot, query, episodes, seed) -> Episodes
 _RECENT_LOCK = threading.Lock()
-_RECENT_SIZE = 8
-_RECENT_MAX_BYTES = 64 << 20
+_RECENT_SIZE = 8                            # sets kept, and at most this many bytes in all:
+_RECENT_MAX_BYTES = 128 << 20
 
 
 class EpisodeSampler:
@@ -167,7 +167,7 @@ class EpisodeSampler:
         if indices.nbytes <= _RECENT_MAX_BYTES:
             with _RECENT_LOCK:
                 _RECENT[key] = episodes
-                while len(_RECENT) > _RECENT_SIZE:
+                while len(_RECENT) > _RECENT_SIZE or sum(e.indices.nbytes for e in _RECENT.values()) > _RECENT_MAX_BYTES:
                     _RECENT.popitem(last=False)
         return episodes
 
