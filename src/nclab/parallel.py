@@ -36,6 +36,7 @@ def _pool(workers: int) -> ThreadPoolExecutor:
     global _POOL, _POOL_SIZE
     with _POOL_LOCK:
         if _POOL is None or _POOL_SIZE < workers:
+            # a smaller earlier pool is left as it is: another thread may still be submitting to it
             _POOL = ThreadPoolExecutor(workers, thread_name_prefix="nclab-worker")
             _POOL_SIZE = workers
         return _POOL
@@ -62,7 +63,8 @@ def parallel_map(fn, items, workers: int) -> list:
                 return
             out[i] = fn(items[i])
 
-    tasks = [_pool(workers).submit(worker) for _ in range(min(workers, len(items)))]
+    pool = _pool(workers)
+    tasks = [pool.submit(worker) for _ in range(min(workers, len(items)))]
     for t in tasks:
         t.result()                                         # re-raises a worker's exception
     return out

@@ -85,18 +85,16 @@ def _distinct(rng: np.random.Generator, population: np.ndarray, count: int) -> n
     # one scalar bound when all rows share it: the same stream as the per-row bounds, ~4x faster
     uniform = population.size > 0 and bool((population == population[0]).all())
     small = population.size > 0 and int(population.max()) < 1 << 15
-    first = True
     while rows.size:
         high = int(population[0]) if uniform else population[rows, None]
         draw = rng.integers(0, high, size=(rows.size, count))
         s = np.sort(draw.astype(np.int16) if small else draw, axis=1)      # only to find repeats
         repeat = (s[:, 1:] == s[:, :-1]).any(axis=1)
-        if first and rows.size == len(out):
+        if rows.size == len(out):
             out = draw                                     # every row drawn: keep the array, fix repeats
         else:
             ok = ~repeat
             out[rows[ok]] = draw[ok]
-        first = False
         rows = rows[repeat]
     if not fast.all():
         for p in np.unique(population[~fast]):

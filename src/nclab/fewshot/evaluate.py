@@ -264,8 +264,7 @@ class _Engine:
         """Ridge on CPU, episode by episode in one compiled pass while the support rows are in
         cache (:func:`nclab.fewshot.kernels.ridge_rows`: Gram, Cholesky solve, W, b)."""
         from nclab.fewshot.kernels import ridge_rows
-        if not head.alpha > 0:
-            raise NclabError(f"RidgeHead: alpha must be > 0, got {head.alpha!r}")
+        head.check_alpha()
         E, k, s, d = self.E, self.k, self.k * self.n, self.x.shape[1]
         sup = self.support.reshape(E, s).contiguous().numpy()
         W = empty((E * k, d), self.x.dtype, self.x.device)
@@ -289,13 +288,10 @@ class _Engine:
         inv = self.scale[rows].reciprocal_()
         e_slots = (order // k)[:, None] * k + torch.arange(k, device=order.device)           # E k x k
         j = order % k
-        hits = {}
-        for name, (W, wrows, b) in forms.items():
-            r = e_slots if wrows is None else wrows[e_slots]
-            hits[name] = self._count_hits(rows, inv, W, r, b[e_slots], j)
         out = {}
-        for name, h in hits.items():
-            per_slot = torch.empty_like(h).index_copy_(0, order, h)
+        for name, (W, wrows, b) in forms.items():
+            hits = self._count_hits(rows, inv, W, e_slots if wrows is None else wrows[e_slots], b[e_slots], j)
+            per_slot = torch.empty_like(hits).index_copy_(0, order, hits)
             out[name] = per_slot.view(E, k).sum(1).double() / (k * q)
         return out
 
@@ -307,7 +303,7 @@ class _Engine:
         if self._kernels():
             from nclab.fewshot.kernels import score_slots
             args = [self.x_np] + [t.contiguous().numpy() for t in (rows, inv, W, wrows, bias, j, hits)]
-            G = 64
+            G = self.chunk or 64
             parallel_map(lambda lo: score_slots(*args, lo, min(lo + G, P)), range(0, P, G), self.workers)
             return torch.from_numpy(args[-1])
 
@@ -408,49 +404,43 @@ def fewshot_report(features, labels, way: int = 5, shot: int | Sequence[int] = (
         heads = tuple(heads) + ("ncc",)
     result = FewshotResult(rows=[])
     with cpu_workers(x.device, num_threads) as workers:
-        _fewshot_shots(result, x, y, shots, way, query, episodes, heads, names, seed, transform, base_mean,
-                       given, bound, chunk_size, workers)
+        row_scale = None
+        if transform == "l2":
+            # 1 / ||x|| once per row (one read of N x d), applied to each gathered block while it is
+            # in cache: cheaper than normalising every gathered row (E k (n + q) rows, several N)
+            # and than writing a normalised copy of the whole matrix
+            # (on a pool thread while the first episodes are sampled with NumPy; on all workers
+            # when the episodes are given)
+            if all(n in given for n in shots):
+                row_scale = _row_norms_inverse(x, workers)
+            else:
+                row_scale = background(_row_norms_inverse, x, 1)
+            transform = "none"
+        elif transform != "none":
+            x = _transformed(x, transform, base_mean)           # centring: one transformed copy
+            transform, base_mean = "none", None
+        for n in shots:
+            if n in given:
+                ep = given[n].check(y)
+                if (ep.way, ep.query) != (way, query):
+                    raise NclabError(f"episodes for {n}-shot are {ep.way}-way {ep.query}-query, expected {way}-way {query}-query")
+                if ep.n_episodes != episodes:
+                    raise NclabError(f"episodes for {n}-shot hold {ep.n_episodes} episodes, expected {episodes}")
+            else:
+                ep = EpisodeSampler(way, n, query, episodes, seed).sample(y)
+            result.episodes[n] = ep
+            if isinstance(row_scale, Future):
+                row_scale = row_scale.result()
+            acc = evaluate_episodes(x, y, ep, heads, transform, base_mean, chunk_size, _row_scale=row_scale,
+                                    _workers=workers)
+            for name in names:
+                result.accuracies[(n, name)] = acc[name]
+                result.rows.append({"way": way, "shot": n, "query": query, "head": name, "episodes": ep.n_episodes,
+                                    **confidence_interval(acc[name])})
+            if bound:
+                feats = x if row_scale is None else x * row_scale[:, None]
+                result.bound.append(_bound_row(feats, y, ep, acc["ncc"]))
     return result
-
-
-def _fewshot_shots(result, x, y, shots, way, query, episodes, heads, names, seed, transform, base_mean,
-                   given, bound, chunk_size, workers) -> None:
-    row_scale = None
-    if transform == "l2":
-        # 1 / ||x|| once per row (one read of N x d), applied to each gathered block while it is
-        # in cache: cheaper than normalising every gathered row (E k (n + q) rows, several N)
-        # and than writing a normalised copy of the whole matrix
-        # (on a pool thread while the first episodes are sampled with NumPy; on all workers
-        # when the episodes are given)
-        if all(n in given for n in shots):
-            row_scale = _row_norms_inverse(x, workers)
-        else:
-            row_scale = background(_row_norms_inverse, x, 1)
-        transform = "none"
-    elif transform != "none":
-        x = _transformed(x, transform, base_mean)           # centring: one transformed copy
-        transform, base_mean = "none", None
-    for n in shots:
-        if n in given:
-            ep = given[n].check(y)
-            if (ep.way, ep.query) != (way, query):
-                raise NclabError(f"episodes for {n}-shot are {ep.way}-way {ep.query}-query, expected {way}-way {query}-query")
-            if ep.n_episodes != episodes:
-                raise NclabError(f"episodes for {n}-shot hold {ep.n_episodes} episodes, expected {episodes}")
-        else:
-            ep = EpisodeSampler(way, n, query, episodes, seed).sample(y)
-        result.episodes[n] = ep
-        if isinstance(row_scale, Future):
-            row_scale = row_scale.result()
-        acc = evaluate_episodes(x, y, ep, heads, transform, base_mean, chunk_size, _row_scale=row_scale,
-                                _workers=workers)
-        for name in names:
-            result.accuracies[(n, name)] = acc[name]
-            result.rows.append({"way": way, "shot": n, "query": query, "head": name, "episodes": ep.n_episodes,
-                                **confidence_interval(acc[name])})
-        if bound:
-            feats = x if row_scale is None else x * row_scale[:, None]
-            result.bound.append(_bound_row(feats, y, ep, acc["ncc"]))
 
 
 def _transformed(x: torch.Tensor, transform: str, base_mean) -> torch.Tensor:

@@ -106,9 +106,13 @@ class RidgeHead(EpisodeHead):
         self.fit_intercept = fit_intercept
         self.solver = solver
 
-    def fit(self, support, support_labels, n_classes: int | None = None) -> "RidgeHead":
+    def check_alpha(self) -> None:
+        """The penalty must be positive (the dual system is then positive definite)."""
         if not self.alpha > 0:
             raise NclabError(f"RidgeHead: alpha must be > 0, got {self.alpha!r}")
+
+    def fit(self, support, support_labels, n_classes: int | None = None) -> "RidgeHead":
+        self.check_alpha()
         if self.solver not in ("auto", "primal", "dual"):
             raise unknown_name("ridge solver", self.solver, ("auto", "primal", "dual"))
         S, _, Y, _ = self._prepare(support, support_labels, n_classes)
@@ -148,8 +152,7 @@ class RidgeHead(EpisodeHead):
         d; the same solution as the primal one): with H = I - 11^T/s (when fitting the intercept),
         A = H (H K H + alpha I)^{-1} H T, so W = S^T A, and b = mean(T) - (1/s) 1^T K A
         (= mean(T) - mean(S) W). Sets ``dual_coef_`` (A, E x s x k) and ``intercept_``; no ``coef_``."""
-        if not self.alpha > 0:
-            raise NclabError(f"RidgeHead: alpha must be > 0, got {self.alpha!r}")
+        self.check_alpha()
         K = _as_tensor(K).double()
         _, _, Y, _ = self._prepare(K, support_labels, n_classes)
         T = 2 * Y - 1

@@ -26,6 +26,33 @@ import numpy as np
 _FLAGS = {"reassoc", "contract", "nsz", "arcp"}       # vectorised sums and FMA; NaN and inf kept
 
 
+@numba.njit(nogil=True, fastmath=_FLAGS, cache=True, boundscheck=False, inline="always")
+def _dots4x2(x0, x1, x2, x3, w, v):  # pragma: no cover - compiled
+    """The eight dot products of rows x0..x3 with rows w and v, accumulated in x's dtype: one
+    pass over d with all eight sums in registers (the register block of the kernels below)."""
+    zero = x0.dtype.type(0)
+    a0 = zero
+    a1 = zero
+    a2 = zero
+    a3 = zero
+    e0 = zero
+    e1 = zero
+    e2 = zero
+    e3 = zero
+    for t in range(x0.shape[0]):
+        wt = w[t]
+        vt = v[t]
+        a0 += x0[t] * wt
+        a1 += x1[t] * wt
+        a2 += x2[t] * wt
+        a3 += x3[t] * wt
+        e0 += x0[t] * vt
+        e1 += x1[t] * vt
+        e2 += x2[t] * vt
+        e3 += x3[t] * vt
+    return (a0, a1, a2, a3), (e0, e1, e2, e3)
+
+
 @numba.njit(nogil=True, fastmath=_FLAGS, cache=True, boundscheck=False)
 def score_slots(x, rows, inv, W, wrows, bias, labels, hits, lo, hi):  # pragma: no cover - compiled
     """For slots p in [lo, hi): hits[p] = #{i : argmax_c (x[rows[p, i]] . W[wrows[p, c]]
@@ -34,9 +61,7 @@ def score_slots(x, rows, inv, W, wrows, bias, labels, hits, lo, hi):  # pragma: 
     rather than branching in the inner loop)."""
     q = rows.shape[1]
     k = wrows.shape[1]
-    d = x.shape[1]
     s = np.empty((q, k), dtype=x.dtype)
-    zero = x.dtype.type(0)
     for p in range(lo, hi):
         c = 0
         while c < k:
@@ -54,25 +79,7 @@ def score_slots(x, rows, inv, W, wrows, bias, labels, hits, lo, hi):  # pragma: 
                 x1 = x[rows[p, i1]]
                 x2 = x[rows[p, i2]]
                 x3 = x[rows[p, i3]]
-                a0 = zero
-                a1 = zero
-                a2 = zero
-                a3 = zero
-                e0 = zero
-                e1 = zero
-                e2 = zero
-                e3 = zero
-                for t in range(d):
-                    wt = w[t]
-                    vt = v[t]
-                    a0 += x0[t] * wt
-                    a1 += x1[t] * wt
-                    a2 += x2[t] * wt
-                    a3 += x3[t] * wt
-                    e0 += x0[t] * vt
-                    e1 += x1[t] * vt
-                    e2 += x2[t] * vt
-                    e3 += x3[t] * vt
+                (a0, a1, a2, a3), (e0, e1, e2, e3) = _dots4x2(x0, x1, x2, x3, w, v)
                 s[i, c] = a0 + b * inv[p, i]
                 s[i1, c] = a1 + b * inv[p, i1]
                 s[i2, c] = a2 + b * inv[p, i2]
@@ -100,8 +107,6 @@ def _gram_one(x, r, scale, K):  # pragma: no cover - compiled
     accumulated in x's dtype (as a BLAS product would), K in float64; each pair computed once
     (up to a block edge), four rows against two at a time."""
     s = r.shape[0]
-    d = x.shape[1]
-    zero = x.dtype.type(0)
     i = 0
     while i < s:
         m = min(4, s - i)
@@ -113,26 +118,8 @@ def _gram_one(x, r, scale, K):  # pragma: no cover - compiled
             j2 = min(j + 1, i + m - 1)
             y = x[r[j]]
             z = x[r[j2]]
-            a0 = zero
-            a1 = zero
-            a2 = zero
-            a3 = zero
-            c0 = zero
-            c1 = zero
-            c2 = zero
-            c3 = zero
-            for t in range(d):
-                yt = y[t]
-                zt = z[t]
-                a0 += x0[t] * yt
-                a1 += x1[t] * yt
-                a2 += x2[t] * yt
-                a3 += x3[t] * yt
-                c0 += x0[t] * zt
-                c1 += x1[t] * zt
-                c2 += x2[t] * zt
-                c3 += x3[t] * zt
-            for jj, acc in ((j, (a0, a1, a2, a3)), (j2, (c0, c1, c2, c3))):
+            acc_y, acc_z = _dots4x2(x0, x1, x2, x3, y, z)
+            for jj, acc in ((j, acc_y), (j2, acc_z)):
                 for u in range(m):
                     if jj <= i + u:
                         v = float(acc[u]) * float(scale[r[i + u]]) * float(scale[r[jj]])
