@@ -9,7 +9,7 @@ gathers + batched products elsewhere; other heads are fitted on gathered blocks 
 from __future__ import annotations
 
 import copy
-from concurrent.futures import Future
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -114,7 +114,8 @@ def _linear_kind(head: EpisodeHead) -> str | None:
 
 class _Engine:
     """Accuracies of every head on a set of episodes of the rows of ``x``, each row i seen as
-    ``scale[i] * x[i]`` (the L2 normalisation without a normalised copy).
+    ``scale[i] * x[i]``: with ``l2``, scale[i] = 1 / max(||x_i||, 1e-12) (the L2 normalisation
+    without a normalised copy), else 1.
 
     Linear heads (NCC, dual ridge, logistic) come down to per-episode class weights W (k x d)
     and offsets b, a query q being predicted as argmax_c q.w_c + b_c / scale(q) (the scale of a
@@ -129,17 +130,18 @@ class _Engine:
     3. the queries, 3/4 of the rows, are scored in class order too: all the episode slots of a
        class (its queries against their episode's weights) one after another.
 
-    On CPU each step is a compiled kernel reading rows in place (``_kernels``); elsewhere (GPUs)
-    the rows are gathered and multiplied with tensor ops. Other heads (1-NN, custom heads) are
+    On CPU each step is a compiled kernel reading rows in place (``_kernels``), which with ``l2``
+    takes each row's norm from the row itself while it is in cache (no pass over all N rows);
+    elsewhere (GPUs) the rows are gathered and multiplied with tensor ops. Other heads (1-NN, custom heads) are
     fitted on gathered, scaled blocks of whole episodes. Every episode is computed on its own:
     results do not depend on the chunking or the number of workers.
     """
 
-    def __init__(self, x: torch.Tensor, scale: torch.Tensor, labels: np.ndarray, episodes: Episodes, workers: int,
-                 chunk_size: int | None):
-        self.x, self.scale, self.workers, self.chunk = x, scale, workers, chunk_size
+    def __init__(self, x: torch.Tensor, labels: np.ndarray, episodes: Episodes, workers: int,
+                 chunk_size: int | None, l2: bool, scale=None):
+        self.x, self.workers, self.chunk, self.l2, self._scale = x, workers, chunk_size, l2, scale
         if x.device.type == "cpu":
-            self.x_np, self.scale_np = x.contiguous().numpy(), scale.contiguous().numpy()
+            self.x_np = x.contiguous().numpy()
         self.k, self.n, self.q, self.E = episodes.way, episodes.shot, episodes.query, episodes.n_episodes
         idx = torch.from_numpy(np.array(episodes.indices, dtype=np.int64)).to(x.device)   # a writable copy
         self.support = idx[:, :, :self.n]                                                 # E x k x n
@@ -149,6 +151,21 @@ class _Engine:
         self.by_class = torch.argsort(slot_class, stable=True)
 
     # -- helpers ------------------------------------------------------------------------------
+    @property
+    def scale(self) -> torch.Tensor:
+        """The row factors as a vector, computed on first use (by the ``scale`` function given, if
+        any): the paths that are not compiled kernels need them."""
+        if callable(self._scale):
+            self._scale = self._scale()
+        if self._scale is None:
+            self._scale = (_row_norms_inverse(self.x, self.workers) if self.l2 else
+                           torch.ones(self.x.shape[0], dtype=self.x.dtype, device=self.x.device))
+        return self._scale.to(self.x.dtype)
+
+    def _kernel_scale(self) -> np.ndarray:
+        """The ``scale`` argument of the kernels: unused with ``l2`` (they norm the rows they read)."""
+        return np.empty(0, self.x_np.dtype) if self.l2 else self.scale.contiguous().numpy()
+
     def _gather(self, idx: torch.Tensor) -> torch.Tensor:
         """Rows ``x[idx]`` (unscaled) as idx.shape + (d,), in a scratch buffer of this thread."""
         flat = idx.reshape(-1)
@@ -183,7 +200,7 @@ class _Engine:
         """K[e] = diag(a) X_e X_e^T diag(a) in float64 for the rows idx[e] (B x s) of each episode."""
         if self._kernels():
             from nclab.fewshot.kernels import gram_rows
-            gram_rows(self.x_np, idx.numpy(), self.scale_np, K.numpy(), 0, idx.shape[0])
+            gram_rows(self.x_np, idx.numpy(), self.scale.numpy(), K.numpy(), 0, idx.shape[0])
             return
         S = self._gather(idx)
         a = self.scale[idx].double()
@@ -207,7 +224,7 @@ class _Engine:
         b = torch.zeros(E * k, dtype=torch.float64 if self._kernels() else self.x.dtype, device=self.x.device)
         if self._kernels():
             from nclab.fewshot.kernels import centroids
-            args = (self.x_np, idx.numpy(), self.scale_np, metric == "cosine", W.numpy(), b.numpy())
+            args = (self.x_np, idx.numpy(), self._kernel_scale(), self.l2, metric == "cosine", W.numpy(), b.numpy())
             B = self._steps(E * k, n * 4).step
             parallel_map(lambda lo: centroids(*args, lo, min(lo + B, E * k)), range(0, E * k, B), self.workers)
         else:
@@ -271,7 +288,8 @@ class _Engine:
         b = torch.empty(E, k, dtype=torch.float64)
         Wn, bn = W.numpy(), b.numpy()
         B = self._steps(E, s).step
-        parallel_map(lambda lo: ridge_rows(self.x_np, sup, self.scale_np, self.n, float(head.alpha),
+        scale = self._kernel_scale()
+        parallel_map(lambda lo: ridge_rows(self.x_np, sup, scale, self.l2, self.n, float(head.alpha),
                                            bool(head.fit_intercept), Wn, bn, lo, min(lo + B, E)),
                      range(0, E, B), self.workers)
         head.n_classes_ = k
@@ -285,7 +303,7 @@ class _Engine:
         E, k, q = self.E, self.k, self.q
         order = self.by_class
         rows = self.queries.reshape(E * k, q)[order]                                        # slot-sorted
-        inv = self.scale[rows].reciprocal_()
+        inv = None if self._kernels() and self.l2 else self.scale[rows].reciprocal_()     # the kernels norm queries
         e_slots = (order // k)[:, None] * k + torch.arange(k, device=order.device)           # E k x k
         j = order % k
         out = {}
@@ -302,7 +320,9 @@ class _Engine:
         hits = torch.empty(P, dtype=torch.int64, device=self.x.device)
         if self._kernels():
             from nclab.fewshot.kernels import score_slots
-            args = [self.x_np] + [t.contiguous().numpy() for t in (rows, inv, W, wrows, bias, j, hits)]
+            inv = np.empty((0, 0), self.x_np.dtype) if inv is None else inv.contiguous().numpy()
+            args = [self.x_np, rows.contiguous().numpy(), inv, self.l2] + [
+                t.contiguous().numpy() for t in (W, wrows, bias, j, hits)]
             G = self.chunk or 64
             parallel_map(lambda lo: score_slots(*args, lo, min(lo + G, P)), range(0, P, G), self.workers)
             return torch.from_numpy(args[-1])
@@ -360,10 +380,11 @@ class _Engine:
 
 def evaluate_episodes(features, labels, episodes: Episodes, heads=("ncc", "ridge", "logistic"),
                       transform: str = "l2", base_mean=None, chunk_size: int | None = None,
-                      _row_scale: torch.Tensor | None = None, _workers: int = 1) -> dict[str, np.ndarray]:
+                      _row_scale=None, _workers: int = 1) -> dict[str, np.ndarray]:
     """Per-episode accuracies (fractions) of each head on ``episodes``: ``{head name: E-vector}``.
-    (Internal: ``_row_scale``, per-row factors of the features, as 1/||x|| for "l2"; ``_workers``,
-    threads taking chunks of episodes, each with single-threaded torch ops.)"""
+    (Internal: ``_row_scale``, a function returning 1/max(||x_i||, 1e-12) for all rows, to share
+    it between calls with "l2"; ``_workers``, threads taking chunks of episodes, each with
+    single-threaded torch ops.)"""
     x = _features(features)
     y = _labels(labels, x.shape[0])
     episodes.check(y)
@@ -373,11 +394,7 @@ def evaluate_episodes(features, labels, episodes: Episodes, heads=("ncc", "ridge
         raise NclabError(f"episodes: row indices must lie in 0..{x.shape[0] - 1} (the feature rows)")
     if transform.startswith("center"):
         x = _transformed(x, transform, base_mean)
-    elif transform == "l2" and _row_scale is None:
-        _row_scale = _row_norms_inverse(x, _workers)
-    if _row_scale is None:
-        _row_scale = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
-    acc = _Engine(x, _row_scale.to(x.dtype), y, episodes, _workers, chunk_size).run(heads)
+    acc = _Engine(x, y, episodes, _workers, chunk_size, l2=transform == "l2", scale=_row_scale).run(heads)
     return {name: acc[name].cpu().numpy() for name, _ in heads}
 
 
@@ -406,16 +423,14 @@ def fewshot_report(features, labels, way: int = 5, shot: int | Sequence[int] = (
     with cpu_workers(x.device, num_threads) as workers:
         row_scale = None
         if transform == "l2":
-            # 1 / ||x|| once per row (one read of N x d), applied to each gathered block while it is
-            # in cache: cheaper than normalising every gathered row (E k (n + q) rows, several N)
-            # and than writing a normalised copy of the whole matrix
-            # (on a pool thread while the first episodes are sampled with NumPy; on all workers
-            # when the episodes are given)
+            # No normalised copy of the matrix: the CPU kernels norm each row they read while it is
+            # in cache; the other paths (GPUs, logistic's weights, 1-NN, custom heads, the bound)
+            # apply 1 / ||x||, computed once per row (one read of N x d) on a pool thread while the
+            # first episodes are sampled with NumPy, or on first use when the episodes are given.
             if all(n in given for n in shots):
-                row_scale = _row_norms_inverse(x, workers)
+                row_scale = functools.cache(lambda: _row_norms_inverse(x, workers))
             else:
-                row_scale = background(_row_norms_inverse, x, 1)
-            transform = "none"
+                row_scale = background(_row_norms_inverse, x, 1).result
         elif transform != "none":
             x = _transformed(x, transform, base_mean)           # centring: one transformed copy
             transform, base_mean = "none", None
@@ -429,8 +444,6 @@ def fewshot_report(features, labels, way: int = 5, shot: int | Sequence[int] = (
             else:
                 ep = EpisodeSampler(way, n, query, episodes, seed).sample(y)
             result.episodes[n] = ep
-            if isinstance(row_scale, Future):
-                row_scale = row_scale.result()
             acc = evaluate_episodes(x, y, ep, heads, transform, base_mean, chunk_size, _row_scale=row_scale,
                                     _workers=workers)
             for name in names:
@@ -438,7 +451,7 @@ def fewshot_report(features, labels, way: int = 5, shot: int | Sequence[int] = (
                 result.rows.append({"way": way, "shot": n, "query": query, "head": name, "episodes": ep.n_episodes,
                                     **confidence_interval(acc[name])})
             if bound:
-                feats = x if row_scale is None else x * row_scale[:, None]
+                feats = x if row_scale is None else x * row_scale()[:, None]
                 result.bound.append(_bound_row(feats, y, ep, acc["ncc"]))
     return result
 
