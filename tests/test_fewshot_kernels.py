@@ -32,29 +32,33 @@ def test_gram_rows_equals_float64_reference(s):
 @pytest.mark.parametrize("l2", [False, True])
 @pytest.mark.parametrize("k,q", [(2, 1), (3, 5), (5, 15), (6, 8), (11, 16)])
 def test_score_slots_counts_argmax_hits(k, q, l2):
-    P = 40
-    rows = RNG.integers(0, 300, (P, q))
-    W = RNG.standard_normal((90, 24)).astype(np.float32)
-    wrows = RNG.integers(0, 90, (P, k))
-    bias = RNG.standard_normal((P, k)).astype(np.float32)
-    inv = (1 / SCALE[rows]).astype(np.float32)
-    labels = RNG.integers(0, k, P)
-    hits = np.full(P, -1)
-    score_slots(X, rows, np.empty((0, 0), np.float32) if l2 else inv, l2, W, wrows, bias, labels, hits, 0, P)
-    scores = np.einsum("pid,pcd->pic", X[rows].astype(np.float64), W[wrows].astype(np.float64))
-    scores += bias[:, None, :] * inv[:, :, None]
-    assert np.array_equal(hits, (scores.argmax(-1) == labels[:, None]).sum(1))
+    E, n = 8, 2
+    idx = RNG.integers(0, 300, (E, k, n + q))
+    W = RNG.standard_normal((E * k, 24)).astype(np.float32)
+    bias = RNG.standard_normal(E * k).astype(np.float32)
+    order = RNG.permutation(E * k)                            # slots in any order, in two chunks
+    hits = np.full(E * k, -1)
+    for lo, hi in ((0, 5), (5, E * k)):
+        score_slots(X, idx, n, order, scale_arg(l2), l2, W, bias, hits, lo, hi)
+    e, j = np.divmod(np.arange(E * k), k)
+    rows = idx[e, j, n:]                                                           # P x q
+    blocks = W.reshape(E, k, -1)[e].astype(np.float64)                              # P x k x d
+    scores = np.einsum("pid,pcd->pic", X[rows].astype(np.float64), blocks)
+    scores += bias.reshape(E, k)[e][:, None, :] / SCALE[rows][:, :, None]
+    assert np.array_equal(hits, (scores.argmax(-1) == j[:, None]).sum(1))
 
 
 @pytest.mark.parametrize("l2", [False, True])
 @pytest.mark.parametrize("n", [1, 3, 5, 9])
 @pytest.mark.parametrize("cosine", [False, True])
 def test_centroids_are_means_of_scaled_rows(cosine, n, l2):
-    rows = RNG.integers(0, 300, (30, n))
-    W = np.empty((30, 24), np.float32)
-    b = np.empty(30)
-    centroids(X, rows, scale_arg(l2), l2, cosine, W, b, 0, 30)
-    mu = X64[rows].mean(1)
+    E, k = 6, 5
+    idx = RNG.integers(0, 300, (E, k, n + 2))
+    order = RNG.permutation(E * k)
+    W = np.full((E * k, 24), np.nan, np.float32)
+    b = np.full(E * k, np.nan)
+    centroids(X, idx, n, order, scale_arg(l2), l2, cosine, W, b, 0, E * k)
+    mu = X64[idx[:, :, :n]].mean(2).reshape(E * k, -1)
     if cosine:
         assert np.allclose(W, mu / np.linalg.norm(mu, axis=1, keepdims=True), atol=1e-6) and (b == 0).all()
     else:

@@ -143,12 +143,13 @@ class _Engine:
         if x.device.type == "cpu":
             self.x_np = x.contiguous().numpy()
         self.k, self.n, self.q, self.E = episodes.way, episodes.shot, episodes.query, episodes.n_episodes
-        idx = torch.from_numpy(np.array(episodes.indices, dtype=np.int64)).to(x.device)   # a writable copy
+        self.idx_np = np.array(episodes.indices, dtype=np.int64)                           # a writable copy
+        idx = torch.from_numpy(self.idx_np).to(x.device)
         self.support = idx[:, :, :self.n]                                                 # E x k x n
         self.queries = idx[:, :, self.n:]                                                 # E x k x q
-        # slots (episode e, class position j) are numbered e * k + j; by_class orders them by class
-        slot_class = torch.from_numpy(np.asarray(labels)[episodes.indices[:, :, 0]].reshape(-1)).to(x.device)
-        self.by_class = torch.argsort(slot_class, stable=True)
+        # slots (episode e, class position j) are numbered e * k + j; the kernels take them in
+        # class order (by_class), so that consecutive slots read rows of the same class
+        self.by_class = np.argsort(np.asarray(labels)[self.idx_np[:, :, 0]].reshape(-1), kind="stable")
 
     # -- helpers ------------------------------------------------------------------------------
     @property
@@ -214,29 +215,28 @@ class _Engine:
 
     # -- the heads ------------------------------------------------------------------------------
     def ncc_weights(self, metric: str):
-        """(W, rows of W per slot, b per slot): W the class centroids of the scaled support rows,
-        stored in class order of the slots; b = -||w||^2 / 2 (euclidean: argmax 2 q.w - ||w||^2),
-        or W / ||W|| with b = 0 (cosine)."""
+        """(W, b) per slot: W the class centroids of the scaled support rows, b = -||w||^2 / 2
+        (euclidean: argmax 2 q.w - ||w||^2), or W / ||W|| with b = 0 (cosine)."""
         k, n, E = self.k, self.n, self.E
-        order = self.by_class
-        idx = self.support.reshape(E * k, n)[order]
         W = empty((E * k, self.x.shape[1]), self.x.dtype, self.x.device)
-        b = torch.zeros(E * k, dtype=torch.float64 if self._kernels() else self.x.dtype, device=self.x.device)
         if self._kernels():
             from nclab.fewshot.kernels import centroids
-            args = (self.x_np, idx.numpy(), self._kernel_scale(), self.l2, metric == "cosine", W.numpy(), b.numpy())
+            b = torch.zeros(E * k, dtype=torch.float64)
+            args = (self.x_np, self.idx_np, n, self.by_class, self._kernel_scale(), self.l2, metric == "cosine",
+                    W.numpy(), b.numpy())
             B = self._steps(E * k, n * 4).step
             parallel_map(lambda lo: centroids(*args, lo, min(lo + B, E * k)), range(0, E * k, B), self.workers)
-        else:
-            def post(lo, sums):
-                if metric == "cosine":
-                    sums.div_(torch.linalg.vector_norm(sums, dim=1, keepdim=True).clamp_min_(1e-12))
-                else:
-                    b[lo:lo + sums.shape[0]] = sums.square().sum(1).mul_(-0.5)
-            self._bag_sums(idx, self.scale[idx] / n, W, post)
-        rows = torch.empty_like(order).index_copy_(0, order, torch.arange(E * k, device=order.device))
-        bias = torch.empty_like(b).index_copy_(0, order, b).to(self.x.dtype)
-        return W, rows, bias
+            return W, b.to(self.x.dtype)
+        b = torch.zeros(E * k, dtype=self.x.dtype, device=self.x.device)
+
+        def post(lo, sums):
+            if metric == "cosine":
+                sums.div_(torch.linalg.vector_norm(sums, dim=1, keepdim=True).clamp_min_(1e-12))
+            else:
+                b[lo:lo + sums.shape[0]] = sums.square().sum(1).mul_(-0.5)
+        idx = self.support.reshape(E * k, n)
+        self._bag_sums(idx, self.scale[idx] / n, W, post)
+        return W, b
 
     def gram(self) -> torch.Tensor:
         """E x s x s support Gram matrices K = diag(a) S S^T diag(a) of the episodes, float64."""
@@ -275,7 +275,7 @@ class _Engine:
         A = torch.cat([p.dual_coef_ for p in parts])                                       # E x s x k
         b.copy_(torch.cat([p.intercept_ for p in parts]))
         parallel_map(lambda lo: combine(lo, A[lo:lo + B]), range(0, E, B), self.workers)
-        return W, None, b.reshape(-1).to(W.dtype)
+        return W, b.reshape(-1).to(W.dtype)
 
     def ridge_fused(self, head: RidgeHead):
         """Ridge on CPU, episode by episode in one compiled pass while the support rows are in
@@ -293,46 +293,42 @@ class _Engine:
                                            bool(head.fit_intercept), Wn, bn, lo, min(lo + B, E)),
                      range(0, E, B), self.workers)
         head.n_classes_ = k
-        return W, None, b.reshape(-1).to(W.dtype)
+        return W, b.reshape(-1).to(W.dtype)
 
     def score_queries(self, forms: dict) -> dict[str, torch.Tensor]:
-        """Per-episode accuracy of argmax_c q.w_c + b_c / scale(q) for each head's
-        (W, rows of W per slot or None, b per slot), the queries taken slot by slot in class
-        order. Index work is done for all slots at once; on CPU the chunks of slots then go to
-        the compiled kernel (:mod:`nclab.fewshot.kernels`), elsewhere to gathers and a product."""
+        """Per-episode accuracy of argmax_c q.w_c + b_c / scale(q) for each head's (W, b), one
+        row per slot e k + c. On CPU, the compiled kernel takes the slots in class order
+        (:func:`nclab.fewshot.kernels.score_slots`); elsewhere, gathers and a product."""
         E, k, q = self.E, self.k, self.q
-        order = self.by_class
-        rows = self.queries.reshape(E * k, q)[order]                                        # slot-sorted
-        inv = None if self._kernels() and self.l2 else self.scale[rows].reciprocal_()     # the kernels norm queries
-        e_slots = (order // k)[:, None] * k + torch.arange(k, device=order.device)           # E k x k
-        j = order % k
         out = {}
-        for name, (W, wrows, b) in forms.items():
-            hits = self._count_hits(rows, inv, W, e_slots if wrows is None else wrows[e_slots], b[e_slots], j)
-            per_slot = torch.empty_like(hits).index_copy_(0, order, hits)
-            out[name] = per_slot.view(E, k).sum(1).double() / (k * q)
+        for name, (W, b) in forms.items():
+            hits = self._count_hits(W, b)
+            out[name] = hits.view(E, k).sum(1).double() / (k * q)
         return out
 
-    def _count_hits(self, rows, inv, W, wrows, bias, j) -> torch.Tensor:
-        """hits[p] = #{i : argmax_c x[rows[p, i]].W[wrows[p, c]] + bias[p, c] inv[p, i] == j[p]}."""
-        P, q = rows.shape
-        k, d = wrows.shape[1], W.shape[1]
+    def _count_hits(self, W: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """hits[e k + j] = #{queries x of slot (e, j) : argmax_c x.W[e k + c] + bias[e k + c] / scale(x) == j}."""
+        E, k, q, d = self.E, self.k, self.q, W.shape[1]
+        P = E * k
         hits = torch.empty(P, dtype=torch.int64, device=self.x.device)
         if self._kernels():
             from nclab.fewshot.kernels import score_slots
-            inv = np.empty((0, 0), self.x_np.dtype) if inv is None else inv.contiguous().numpy()
-            args = [self.x_np, rows.contiguous().numpy(), inv, self.l2] + [
-                t.contiguous().numpy() for t in (W, wrows, bias, j, hits)]
+            args = (self.x_np, self.idx_np, self.n, self.by_class, self._kernel_scale(), self.l2,
+                    W.contiguous().numpy(), bias.contiguous().numpy(), hits.numpy())
             G = self.chunk or 64
             parallel_map(lambda lo: score_slots(*args, lo, min(lo + G, P)), range(0, P, G), self.workers)
-            return torch.from_numpy(args[-1])
+            return hits
+        rows = self.queries.reshape(P, q)
+        inv = self.scale[rows].reciprocal_()
+        j = torch.arange(P, device=rows.device) % k
+        first = (torch.arange(P, device=rows.device) - j)[:, None] + torch.arange(k, device=rows.device)
 
         def chunk(lo):
             Q = self._gather(rows[lo:lo + G])                                               # g x q x d
-            r = wrows[lo:lo + G].reshape(-1)
+            r = first[lo:lo + G].reshape(-1)
             Wg = torch.index_select(W, 0, r, out=scratch("weights", (r.numel(), d), W.dtype, W.device))
             scores = _bmm(Q, Wg.view(-1, k, d).transpose(1, 2))                            # g x q x k
-            scores.addcmul_(bias[lo:lo + G, None, :], inv[lo:lo + G, :, None])
+            scores.addcmul_(bias[first[lo:lo + G]][:, None, :], inv[lo:lo + G, :, None])
             torch.sum(scores.argmax(-1) == j[lo:lo + G, None], dim=1, out=hits[lo:lo + G])
         G = self._steps(P, q).step
         parallel_map(chunk, range(0, P, G), self.workers)

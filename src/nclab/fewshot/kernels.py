@@ -6,7 +6,7 @@ batched product, and those copies and the per-op overheads cost more than the ar
 kernels read the rows where they are, keep running sums in registers, and write only results:
 
 - :func:`score_slots`: a slot's queries against its episode's class weights, counting hits
-  (register blocks of four queries by two weight rows);
+  (register blocks of three queries by five weight rows);
 - :func:`centroids`: class centroids of scaled support rows;
 - :func:`gram_rows`: support Gram matrices (each pair once);
 - :func:`ridge_rows`: ridge regression per episode (Gram, Cholesky solve, weights) while the
@@ -110,42 +110,45 @@ def _dots3x5(x0, x1, x2, w0, w1, w2, w3, w4):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, fastmath=_FLAGS, cache=True, boundscheck=False)
-def score_slots(x, rows, inv, l2, W, wrows, bias, labels, hits, lo, hi):  # pragma: no cover - compiled
-    """For slots p in [lo, hi): hits[p] = #{i : argmax_c (x[rows[p, i]] . W[wrows[p, c]]
-    + bias[p, c] * m_i) == labels[p]} (first maximum on ties), m_i = inv[p, i] or, with ``l2``,
-    max(||x[rows[p, i]]||, 1e-12) taken from the row here. Register blocks of three query rows by
-    five weight rows (a short last block repeats a row; more than five classes take passes of
-    five, the norms coming from the first)."""
-    q = rows.shape[1]
-    k = wrows.shape[1]
+def score_slots(x, idx, n, order, scale, l2, W, bias, hits, lo, hi):  # pragma: no cover - compiled
+    """Query hits of the slots order[lo:hi] (slot s = e k + j: class position j of episode e,
+    whose rows are idx[e, j], n support rows then q queries): hits[s] = #{i : argmax_c
+    (x_i . W[e k + c] + bias[e k + c] m_i) == j} (first maximum on ties) for the queries x_i,
+    m_i = 1 / scale[row i] or, with ``l2``, max(||x_i||, 1e-12) taken from the row here. Register
+    blocks of three query rows by five weight rows (a short last block repeats a row; more than
+    five classes take passes of five, the norms coming from the first)."""
+    k = idx.shape[1]
+    q = idx.shape[2] - n
     sc = np.empty((q, k), dtype=x.dtype)
     m = np.empty(q, dtype=x.dtype)
+    one = x.dtype.type(1)
     for p in range(lo, hi):
+        slot = order[p]
+        e = slot // k
+        rows = idx[e, slot - e * k, n:]
+        Wb = W[e * k:(e + 1) * k]
+        bb = bias[e * k:(e + 1) * k]
         for c in range(0, k, 5):
             cs = (c, min(c + 1, k - 1), min(c + 2, k - 1), min(c + 3, k - 1), min(c + 4, k - 1))
-            w0 = W[wrows[p, cs[0]]]
-            w1 = W[wrows[p, cs[1]]]
-            w2 = W[wrows[p, cs[2]]]
-            w3 = W[wrows[p, cs[3]]]
-            w4 = W[wrows[p, cs[4]]]
             for i in range(0, q, 3):
                 ii = (i, min(i + 1, q - 1), min(i + 2, q - 1))
-                dots, sq = _dots3x5(x[rows[p, ii[0]]], x[rows[p, ii[1]]], x[rows[p, ii[2]]], w0, w1, w2, w3, w4)
+                dots, sq = _dots3x5(x[rows[ii[0]]], x[rows[ii[1]]], x[rows[ii[2]]],
+                                    Wb[cs[0]], Wb[cs[1]], Wb[cs[2]], Wb[cs[3]], Wb[cs[4]])
                 if c == 0:
                     for u in range(3):
-                        m[ii[u]] = _norm(sq[u]) if l2 else inv[p, ii[u]]
+                        m[ii[u]] = _norm(sq[u]) if l2 else one / scale[rows[ii[u]]]
                 for u in range(3):
                     for v in range(5):
-                        sc[ii[u], cs[v]] = dots[u][v] + bias[p, cs[v]] * m[ii[u]]
+                        sc[ii[u], cs[v]] = dots[u][v] + bb[cs[v]] * m[ii[u]]
         count = 0
         for i in range(q):
             best = 0
             for c in range(1, k):
                 if sc[i, c] > sc[i, best]:
                     best = c
-            if best == labels[p]:
+            if best == slot - e * k:
                 count += 1
-        hits[p] = count
+        hits[slot] = count
 
 
 @numba.njit(nogil=True, fastmath=_FLAGS, cache=True, boundscheck=False)
@@ -388,25 +391,28 @@ def ridge_rows(x, rows, scale, l2, shot, alpha, intercept, W, b, lo, hi):  # pra
 
 
 @numba.njit(nogil=True, fastmath=_FLAGS, cache=True, boundscheck=False)
-def centroids(x, rows, scale, l2, cosine, W, b, lo, hi):  # pragma: no cover - compiled
-    """For p in [lo, hi): W[p] = mean_t a_t x[rows[p, t]] (a class centroid of scaled rows, a_t
-    = scale[rows[p, t]] or, with ``l2``, 1 / max(||x[rows[p, t]]||, 1e-12)) and
-    b[p] = -||W[p]||^2 / 2; with ``cosine``, W[p] / ||W[p]|| and b[p] = 0."""
-    n = rows.shape[1]
+def centroids(x, idx, n, order, scale, l2, cosine, W, b, lo, hi):  # pragma: no cover - compiled
+    """Class centroids of the slots order[lo:hi] (slot s = e k + j, its support rows
+    idx[e, j, :n]): W[s] = mean_t a_t x_t over the support rows x_t, a_t = scale[row t] or, with
+    ``l2``, 1 / max(||x_t||, 1e-12); b[s] = -||W[s]||^2 / 2; with ``cosine``, W[s] / ||W[s]||
+    and b[s] = 0."""
+    k = idx.shape[1]
     d = x.shape[1]
     f = np.empty((n, 1))
     for p in range(lo, hi):
-        r = rows[p]
+        slot = order[p]
+        e = slot // k
+        r = idx[e, slot - e * k, :n]
         for t in range(n):
             f[t, 0] = (float(_inverse_norm(x[r[t]])) if l2 else float(scale[r[t]])) / n
-        _combine(x, r, f, W[p:p + 1], W[:0])
+        _combine(x, r, f, W[slot:slot + 1], W[:0])
         sq = 0.0
         for u in range(d):
-            sq += float(W[p, u]) * float(W[p, u])
+            sq += float(W[slot, u]) * float(W[slot, u])
         if cosine:
             inv = W.dtype.type(1.0 / max(np.sqrt(sq), 1e-12))
             for u in range(d):
-                W[p, u] *= inv
-            b[p] = 0.0
+                W[slot, u] *= inv
+            b[slot] = 0.0
         else:
-            b[p] = -sq / 2
+            b[slot] = -sq / 2
