@@ -160,21 +160,20 @@ def _gram_one(x, r, scale, l2, a, K):  # pragma: no cover - compiled
     s = r.shape[0]
     for t in range(s):
         a[t] = 1.0 if l2 else float(scale[r[t]])
-    i = 0
-    while i < s:
-        m = min(4, s - i)
-        x0 = x[r[i]]
-        x1 = x[r[i + 1]] if m > 1 else x0
-        x2 = x[r[i + 2]] if m > 2 else x0
-        x3 = x[r[i + 3]] if m > 3 else x0
-        for j in range(0, i + m, 2):                   # two rows y, z at a time (z = y at the end)
-            j2 = min(j + 1, i + m - 1)
-            acc_y, acc_z = _dots4x2(x0, x1, x2, x3, x[r[j]], x[r[j2]])
-            for jj, acc in ((j, acc_y), (j2, acc_z)):
-                for u in range(m):
-                    if jj <= i + u:
-                        K[i + u, jj] = float(acc[u])
-        i += m
+    for j in range(0, s, 5):                       # column blocks of five rows w, row blocks of three
+        js = (j, min(j + 1, s - 1), min(j + 2, s - 1), min(j + 3, s - 1), min(j + 4, s - 1))
+        w0 = x[r[js[0]]]
+        w1 = x[r[js[1]]]
+        w2 = x[r[js[2]]]
+        w3 = x[r[js[3]]]
+        w4 = x[r[js[4]]]
+        for i in range(j, s, 3):                   # rows i >= j: the lower triangle, by blocks
+            ii = (i, min(i + 1, s - 1), min(i + 2, s - 1))
+            dots, _ = _dots3x5(x[r[ii[0]]], x[r[ii[1]]], x[r[ii[2]]], w0, w1, w2, w3, w4)
+            for u in range(3):
+                for v in range(5):
+                    if js[v] <= ii[u]:
+                        K[ii[u], js[v]] = float(dots[u][v])
     if l2:
         for t in range(s):
             a[t] = float(x.dtype.type(1.0 / _norm(x.dtype.type(K[t, t]))))
