@@ -217,6 +217,26 @@ def test_results_do_not_depend_on_workers_or_chunks():
             assert np.array_equal(acc, other.accuracies[key]), key
 
 
+def test_given_episodes_give_the_sampled_results_on_every_path():
+    """Episodes passed in (row norms computed on first use) or sampled (row norms computed on a
+    pool thread meanwhile): identical accuracies for kernel heads, Gram-fitted heads and generic
+    heads, with several workers and chunks. Run in a thread with a deadline: worker threads once
+    computed the norms with the shared pool they were part of, and waited for each other forever."""
+    import threading
+    X, y = blobs(C=12, n=40, d=32, sep=0.4)
+    kw = dict(shot=(1, 5), episodes=50, heads=("ncc", "ridge", "logistic", "1nn"), seed=8)
+    sampled = fewshot_report(X, y, num_threads=2, **kw)
+    given = {}
+    for threads in (2, 3):
+        run = threading.Thread(target=lambda t=threads: given.__setitem__(t, fewshot_report(
+            X, y, num_threads=t, chunk_size=4, episode_sets=list(sampled.episodes.values()), **kw)), daemon=True)
+        run.start()
+        run.join(60)
+        assert not run.is_alive(), f"fewshot with given episodes and {threads} workers did not finish"
+        for key, acc in sampled.accuracies.items():
+            assert np.array_equal(acc, given[threads].accuracies[key]), key
+
+
 def test_compiled_scoring_equals_tensor_ops(monkeypatch):
     """The CPU kernel and the gather-and-product path (the one used on GPUs) agree, up to a
     prediction flipped by rounding at an exact tie."""

@@ -31,6 +31,26 @@ def test_parallel_map_reraises_a_worker_error():
         parallel_map(f, range(20), 2)
 
 
+def test_nested_parallel_map_runs_inline_instead_of_waiting_for_a_full_pool():
+    """Every pool thread calling parallel_map again and waiting for it would wait forever; the
+    nested calls run inline on the calling pool thread (checked with a deadline)."""
+    outer_threads = set()
+
+    def inner_on_same_thread(i):
+        outer = threading.get_ident()
+        outer_threads.add(outer)
+        return parallel_map(lambda j: (threading.get_ident() == outer, i * 10 + j), range(3), 2)
+
+    result = {}
+    run = threading.Thread(target=lambda: result.setdefault("v", parallel_map(inner_on_same_thread, range(6), 2)),
+                           daemon=True)
+    run.start()
+    run.join(60)
+    assert not run.is_alive(), "nested parallel_map did not finish"
+    assert result["v"] == [[(True, i * 10 + j) for j in range(3)] for i in range(6)]
+    assert threading.get_ident() not in outer_threads
+
+
 def test_cpu_workers_restores_the_thread_count():
     before = torch.get_num_threads()
     with cpu_workers(torch.device("cpu"), 3) as w:

@@ -45,15 +45,17 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 def parallel_map(fn, items, workers: int) -> list:
     """``[fn(i) for i in items]`` on at most ``workers`` threads of a persistent pool, each
     taking the next item from a shared queue and running single-threaded torch ops. Results
-    come in the order of ``items``, whatever the schedule."""
+    come in the order of ``items``, whatever the schedule. Called from a pool thread, it runs
+    inline: waiting there for other pool threads could wait forever."""
     items = list(items)
-    if workers <= 1 or len(items) <= 1:
-        return [fn(i) for i in items]
+    if workers <= 1 or len(items) <= 1 or getattr(_LOCAL, "in_pool", False):
+        return [fn(i) for i in items]          # nested in a pool thread: inline (the pool may be full)
     out = [None] * len(items)
     lock = threading.Lock()
     position = iter(range(len(items)))
 
     def worker():
+        _LOCAL.in_pool = True
         if torch.get_num_threads() != 1:
             torch.set_num_threads(1)                       # OpenMP thread counts are per thread
         while True:
@@ -73,6 +75,7 @@ def parallel_map(fn, items, workers: int) -> list:
 def background(fn, *args):
     """``fn(*args)`` on a pool thread with single-threaded torch ops; returns its Future."""
     def run():
+        _LOCAL.in_pool = True
         if torch.get_num_threads() != 1:
             torch.set_num_threads(1)
         return fn(*args)

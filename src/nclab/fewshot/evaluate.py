@@ -357,6 +357,8 @@ class _Engine:
         forms, generic = {}, []
         fused = self._kernels() and self.k * self.n <= 128      # ridge in one compiled pass (small s)
         gram = [h for _, h in heads if _linear_kind(h) == "gram" and not (fused and isinstance(h, RidgeHead))]
+        if gram or not self._kernels() or any(_linear_kind(h) is None for _, h in heads):
+            self.scale              # computed here: worker threads read it, and must not start a pool of their own
         K = self.gram() if gram else None
         for name, h in heads:
             kind = _linear_kind(h)
