@@ -22,6 +22,10 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 _FLAGS = {"reassoc", "contract", "nsz", "arcp"}       # vectorised sums and FMA; NaN and inf kept
 
@@ -192,19 +196,61 @@ def gram_rows(x, rows, scale, K, lo, hi):  # pragma: no cover - compiled
         _gram_one(x, rows[e], scale, False, a, K[e])
 
 
-_LANES = 8      # episodes solved side by side in ridge_rows: one float64 SIMD register of AVX-512
+# The small dense solves of ridge_rows run on eight episodes at once, one per SIMD lane: arrays
+# of shape (..., 8) float64 hold a lane vector in their last axis, and the two intrinsics below
+# work on such vectors, numbered in the flat data of an array (vector v = elements 8 v .. 8 v + 7).
+# (Numba leaves LLVM's straight-line vectoriser off, and the loop vectoriser does not pay off on
+# loops of eight; these emit the <8 x double> operations directly, on any x86-64 or other CPU.)
+_LANES = 8
+_V8 = ir.VectorType(ir.DoubleType(), _LANES)
 
 
-@numba.njit(nogil=True, fastmath={"contract"}, cache=True, boundscheck=False)
-def _ridge_solve(K, shot, alpha, intercept, L, R, rm):  # pragma: no cover - compiled
+def _v8_base(context, builder, aryty, value):
+    return builder.bitcast(context.make_array(aryty)(context, builder, value).data, _V8.as_pointer())
+
+
+@intrinsic
+def _lanes_fnma(typingctx, dst, d, a, a0, astep, b, b0, bstep, n):
+    """dst[d] -= sum_{m < n} a[a0 + m astep] * b[b0 + m bstep], lane by lane (vectors of 8
+    float64, numbered as above; products added in order, each with one rounding or fused)."""
+    def codegen(context, builder, sig, args):
+        pd = _v8_base(context, builder, sig.args[0], args[0])
+        pa = _v8_base(context, builder, sig.args[2], args[2])
+        pb = _v8_base(context, builder, sig.args[5], args[5])
+        dptr = builder.gep(pd, [args[1]])
+        acc = cgutils.alloca_once(builder, _V8)
+        builder.store(builder.load(dptr, align=8), acc)
+        with cgutils.for_range(builder, args[8]) as loop:
+            m = loop.index
+            va = builder.load(builder.gep(pa, [builder.add(args[3], builder.mul(m, args[4]))]), align=8)
+            vb = builder.load(builder.gep(pb, [builder.add(args[6], builder.mul(m, args[7]))]), align=8)
+            builder.store(builder.fsub(builder.load(acc), builder.fmul(va, vb, flags=("contract",)),
+                                       flags=("contract",)), acc)
+        builder.store(builder.load(acc), dptr, align=8)
+        return context.get_dummy_value()
+    return types.void(dst, d, a, a0, astep, b, b0, bstep, n), codegen
+
+
+@intrinsic
+def _lanes_mul(typingctx, dst, d, a, a0):
+    """dst[d] *= a[a0], lane by lane (vectors of 8 float64, numbered as above)."""
+    def codegen(context, builder, sig, args):
+        dptr = builder.gep(_v8_base(context, builder, sig.args[0], args[0]), [args[1]])
+        va = builder.load(builder.gep(_v8_base(context, builder, sig.args[2], args[2]), [args[3]]), align=8)
+        builder.store(builder.fmul(builder.load(dptr, align=8), va), dptr, align=8)
+        return context.get_dummy_value()
+    return types.void(dst, d, a, a0), codegen
+
+
+@numba.njit(nogil=True, fastmath=_FLAGS, cache=True, boundscheck=False)
+def _ridge_solve(K, shot, alpha, intercept, L, R, rm, inv):  # pragma: no cover - compiled
     """The dual ridge coefficients of :func:`ridge_rows` for _LANES episodes at once, K[:, :, l]
     the (s x s) Gram matrix of lane l: R[:, :, l] = H (H K H + alpha I)^{-1} H (T - mean T)
-    (s x k) and rm[:, l] = K 1 / s (0 without ``intercept``), by Cholesky in float64. The lane
-    is the innermost axis of every loop: the episodes fill the SIMD registers, and the short,
-    dependent loops of one small factorisation do not."""
+    (s x k) and rm[:, l] = K 1 / s (0 without ``intercept``), by Cholesky in float64 (L: s x s
+    x 8, lower half used; inv: s x 8, 1 / diag(L))."""
     s = K.shape[0]
     k = R.shape[1]
-    G = K.shape[2]
+    G = _LANES
     ym = (2.0 * shot - s) / s if intercept else 0.0
     rm[:] = 0.0
     if intercept:
@@ -216,48 +262,33 @@ def _ridge_solve(K, shot, alpha, intercept, L, R, rm):  # pragma: no cover - com
     tm = np.zeros(G)
     for i in range(s):
         for l in range(G):
-            tm[l] += rm[i, l]
-    tm /= s
+            tm[l] += rm[i, l] / s
     for i in range(s):                                       # L = H K H + alpha I (lower half)
         for j in range(i + 1):
             for l in range(G):
                 L[i, j, l] = K[i, j, l] - rm[i, l] - rm[j, l] + tm[l]
         for l in range(G):
             L[i, i, l] += alpha
-    inv = np.empty(G)
-    for j in range(s):                                       # Cholesky, in place
-        for m in range(j):
-            for l in range(G):
-                L[j, j, l] -= L[j, m, l] * L[j, m, l]
+    for j in range(s):                                       # Cholesky, in place, row j of L
+        _lanes_fnma(L, j * s + j, L, j * s, 1, L, j * s, 1, j)
         for l in range(G):
             L[j, j, l] = np.sqrt(L[j, j, l])
-            inv[l] = 1.0 / L[j, j, l]
+            inv[j, l] = 1.0 / L[j, j, l]
         for i in range(j + 1, s):
-            for m in range(j):
-                for l in range(G):
-                    L[i, j, l] -= L[i, m, l] * L[j, m, l]
-            for l in range(G):
-                L[i, j, l] *= inv[l]
+            _lanes_fnma(L, i * s + j, L, i * s, 1, L, j * s, 1, j)
+            _lanes_mul(L, i * s + j, inv, j)
     for t in range(s):
         for c in range(k):
             for l in range(G):
                 R[t, c, l] = (1.0 if t // shot == c else -1.0) - ym
-    for i in range(s):                                       # L y = R
-        for m in range(i):
-            for c in range(k):
-                for l in range(G):
-                    R[i, c, l] -= L[i, m, l] * R[m, c, l]
+    for i in range(s):                                       # L y = T - mean T
         for c in range(k):
-            for l in range(G):
-                R[i, c, l] /= L[i, i, l]
+            _lanes_fnma(R, i * k + c, L, i * s, 1, R, c, k, i)
+            _lanes_mul(R, i * k + c, inv, i)
     for i in range(s - 1, -1, -1):                           # L^T z = y
-        for m in range(i + 1, s):
-            for c in range(k):
-                for l in range(G):
-                    R[i, c, l] -= L[m, i, l] * R[m, c, l]
         for c in range(k):
-            for l in range(G):
-                R[i, c, l] /= L[i, i, l]
+            _lanes_fnma(R, i * k + c, L, (i + 1) * s + i, s, R, (i + 1) * k + c, k, s - 1 - i)
+            _lanes_mul(R, i * k + c, inv, i)
     if intercept:
         for c in range(k):
             for l in range(G):
@@ -361,6 +392,7 @@ def ridge_rows(x, rows, scale, l2, shot, alpha, intercept, W, b, lo, hi):  # pra
     L = np.empty((s, s, G))
     R = np.empty((s, k, G))
     rm = np.empty((s, G))
+    inv = np.empty((s, G))
     a = np.empty((G, s))
     f = np.empty((s, k))
     spare = np.empty((5, x.shape[1]), W.dtype)
@@ -374,7 +406,7 @@ def ridge_rows(x, rows, scale, l2, shot, alpha, intercept, W, b, lo, hi):  # pra
                 K[:, :, l] = 0.0
                 for i in range(s):
                     K[i, i, l] = 1.0
-        _ridge_solve(K, shot, alpha, intercept, L, R, rm)
+        _ridge_solve(K, shot, alpha, intercept, L, R, rm, inv)
         for l in range(g):
             e = e0 + l
             r = rows[e]
