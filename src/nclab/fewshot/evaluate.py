@@ -280,14 +280,14 @@ class _Engine:
     def ridge_fused(self, head: RidgeHead):
         """Ridge on CPU, episode by episode in one compiled pass while the support rows are in
         cache (:func:`nclab.fewshot.kernels.ridge_rows`: Gram, Cholesky solve, W, b)."""
-        from nclab.fewshot.kernels import ridge_rows
+        from nclab.fewshot.kernels import _LANES, ridge_rows
         head.check_alpha()
         E, k, s, d = self.E, self.k, self.k * self.n, self.x.shape[1]
         sup = self.support.reshape(E, s).contiguous().numpy()
         W = empty((E * k, d), self.x.dtype, self.x.device)
         b = torch.empty(E, k, dtype=torch.float64)
         Wn, bn = W.numpy(), b.numpy()
-        B = self._steps(E, s).step
+        B = -(-self._steps(E, s).step // _LANES) * _LANES          # whole groups of episodes solved side by side
         scale = self._kernel_scale()
         parallel_map(lambda lo: ridge_rows(self.x_np, sup, scale, self.l2, self.n, float(head.alpha),
                                            bool(head.fit_intercept), Wn, bn, lo, min(lo + B, E)),
