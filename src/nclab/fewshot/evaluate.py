@@ -132,8 +132,8 @@ class _Engine:
 
     On CPU each step is a compiled kernel reading rows in place (``_kernels``), which with ``l2``
     takes each row's norm from the row itself while it is in cache (no pass over all N rows);
-    elsewhere (GPUs) the rows are gathered and multiplied with tensor ops. Other heads (1-NN, custom heads) are
-    fitted on gathered, scaled blocks of whole episodes. Every episode is computed on its own:
+    elsewhere (GPUs) the rows are gathered and multiplied with tensor ops. Other heads (1-NN,
+    custom heads) are fitted on gathered, scaled blocks of whole episodes. Every episode is computed on its own:
     results do not depend on the chunking or the number of workers.
     """
 

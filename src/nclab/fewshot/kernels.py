@@ -5,12 +5,15 @@ feature matrix. Done with tensor ops, every episode's rows are first copied into
 batched product, and those copies and the per-op overheads cost more than the arithmetic. These
 kernels read the rows where they are, keep running sums in registers, and write only results:
 
-- :func:`score_slots`: a slot's queries against its episode's class weights, counting hits
-  (register blocks of three queries by five weight rows);
+- :func:`score_slots`: a slot's queries against its episode's class weights, counting hits;
 - :func:`centroids`: class centroids of scaled support rows;
 - :func:`gram_rows`: support Gram matrices (each pair once);
 - :func:`ridge_rows`: ridge regression per episode (Gram, Cholesky solve, weights) while the
-  support rows are in cache, the small solves of eight episodes side by side in SIMD lanes.
+  support rows are in cache, the small solves of eight episodes at once in SIMD lanes.
+
+Products run in register blocks of three rows by five (:func:`_dots3x5`: 8 loads per 15
+multiply-adds). With ``l2`` (the default transform), a kernel takes the norm of each row it reads
+from the row itself, while it is in cache, instead of a pass over all N rows beforehand.
 
 Measured against the gather-and-``matmul`` loops they replace: BENCHMARKS.md. ``nogil``: the
 worker threads of :mod:`nclab.parallel` run them side by side on chunks. Floating point: sums
@@ -28,33 +31,6 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 _FLAGS = {"reassoc", "contract", "nsz", "arcp"}       # vectorised sums and FMA; NaN and inf kept
-
-
-@numba.njit(nogil=True, fastmath=_FLAGS, cache=True, boundscheck=False, inline="always")
-def _dots4x2(x0, x1, x2, x3, w, v):  # pragma: no cover - compiled
-    """The eight dot products of rows x0..x3 with rows w and v, accumulated in x's dtype: one
-    pass over d with all eight sums in registers (the register block of the kernels below)."""
-    zero = x0.dtype.type(0)
-    a0 = zero
-    a1 = zero
-    a2 = zero
-    a3 = zero
-    e0 = zero
-    e1 = zero
-    e2 = zero
-    e3 = zero
-    for t in range(x0.shape[0]):
-        wt = w[t]
-        vt = v[t]
-        a0 += x0[t] * wt
-        a1 += x1[t] * wt
-        a2 += x2[t] * wt
-        a3 += x3[t] * wt
-        e0 += x0[t] * vt
-        e1 += x1[t] * vt
-        e2 += x2[t] * vt
-        e3 += x3[t] * vt
-    return (a0, a1, a2, a3), (e0, e1, e2, e3)
 
 
 @numba.njit(nogil=True, fastmath=_FLAGS, cache=True, boundscheck=False, inline="always")
@@ -76,8 +52,8 @@ def _inverse_norm(xr):  # pragma: no cover - compiled
 @numba.njit(nogil=True, fastmath=_FLAGS, cache=True, boundscheck=False, inline="always")
 def _dots3x5(x0, x1, x2, w0, w1, w2, w3, w4):  # pragma: no cover - compiled
     """The 15 dot products of rows x0..x2 with rows w0..w4, and ||x0||^2..||x2||^2, accumulated
-    in x's dtype: one pass over d with all 18 sums in registers, 8 loads per 18 multiply-adds
-    (the register block of :func:`score_slots`; repeated rows are computed once by the compiler)."""
+    in x's dtype: one pass over d with all 18 sums in registers (the register block of the
+    kernels; sums of a repeated row, or not used by the caller, are left out by the compiler)."""
     z = x0.dtype.type(0)
     a0 = a1 = a2 = a3 = a4 = z
     b0 = b1 = b2 = b3 = b4 = z
@@ -159,8 +135,8 @@ def score_slots(x, idx, n, order, scale, l2, W, bias, hits, lo, hi):  # pragma: 
 def _gram_one(x, r, scale, l2, a, K):  # pragma: no cover - compiled
     """K = diag(a) X X^T diag(a) for the rows X = x[r] (s x d) and their scales a (written to
     ``a``): a_t = scale[r[t]] or, with ``l2``, 1 / max(||x_t||, 1e-12) from the diagonal of
-    X X^T. Dot products accumulated in x's dtype (as a BLAS product would), K in float64; each
-    pair computed once (up to a block edge), four rows against two at a time."""
+    X X^T. Dot products accumulated in x's dtype (as a BLAS product would), K in float64; the
+    lower triangle in blocks of three rows against five (pairs at a block edge twice)."""
     s = r.shape[0]
     for t in range(s):
         a[t] = 1.0 if l2 else float(scale[r[t]])
