@@ -90,6 +90,7 @@ def _bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 _TENSOR_SCORING = False      # tests set True to check the CPU kernel against the tensor-op path
+_FUSED_RIDGE_MAX = 128       # support size up to which ridge runs in one compiled pass per episode
 
 
 def _fresh(head: EpisodeHead) -> EpisodeHead:
@@ -110,6 +111,19 @@ def _linear_kind(head: EpisodeHead) -> str | None:
     if isinstance(head, LogisticHead) or (isinstance(head, RidgeHead) and head.solver != "primal"):
         return "gram"
     return None
+
+
+def _needs_row_scale(heads, device, support_size: int) -> bool:
+    """Whether the engine reads the "l2" factors 1 / ||x_i|| of all rows for these heads: the
+    compiled CPU kernels (NCC, ridge) take the norms from the rows they read; GPUs, logistic and
+    generic heads use the factors."""
+    if torch.device(device).type != "cpu" or _TENSOR_SCORING:
+        return True
+    for _, h in heads:
+        kind = _linear_kind(h)
+        if kind is None or (kind == "gram" and not (isinstance(h, RidgeHead) and support_size <= _FUSED_RIDGE_MAX)):
+            return True
+    return False
 
 
 class _Engine:
@@ -355,9 +369,9 @@ class _Engine:
 
     def run(self, heads) -> dict[str, torch.Tensor]:
         forms, generic = {}, []
-        fused = self._kernels() and self.k * self.n <= 128      # ridge in one compiled pass (small s)
+        fused = self._kernels() and self.k * self.n <= _FUSED_RIDGE_MAX     # ridge in one compiled pass
         gram = [h for _, h in heads if _linear_kind(h) == "gram" and not (fused and isinstance(h, RidgeHead))]
-        if gram or not self._kernels() or any(_linear_kind(h) is None for _, h in heads):
+        if _needs_row_scale(heads, self.x.device, self.k * self.n):
             self.scale              # computed here: worker threads read it, and must not start a pool of their own
         K = self.gram() if gram else None
         for name, h in heads:
@@ -425,10 +439,9 @@ def fewshot_report(features, labels, way: int = 5, shot: int | Sequence[int] = (
             # in cache; the other paths (GPUs, logistic's weights, 1-NN, custom heads, the bound)
             # apply 1 / ||x||, computed once per row (one read of N x d) on a pool thread while the
             # first episodes are sampled with NumPy, or on first use when the episodes are given.
-            if all(n in given for n in shots):
-                row_scale = functools.cache(lambda: _row_norms_inverse(x, workers))
-            else:
-                row_scale = background(_row_norms_inverse, x, 1).result
+            if bound or any(_needs_row_scale(_head_list(heads), x.device, way * n) for n in shots):
+                row_scale = (functools.cache(lambda: _row_norms_inverse(x, workers)) if all(n in given for n in shots)
+                             else background(_row_norms_inverse, x, 1).result)
         elif transform != "none":
             x = _transformed(x, transform, base_mean)           # centring: one transformed copy
             transform, base_mean = "none", None
