@@ -237,17 +237,19 @@ def test_given_episodes_give_the_sampled_results_on_every_path():
             assert np.array_equal(acc, given[threads].accuracies[key]), key
 
 
-def test_compiled_scoring_equals_tensor_ops(monkeypatch):
-    """The CPU kernel and the gather-and-product path (the one used on GPUs) agree, up to a
-    prediction flipped by rounding at an exact tie."""
+@pytest.mark.parametrize("way,query", [(5, 15), (7, 4)])
+def test_compiled_scoring_equals_tensor_ops(monkeypatch, way, query):
+    """The CPU kernels and the gather-and-product path (the one used on GPUs) agree, up to a
+    prediction flipped by rounding at an exact tie (7-way: scoring and ridge weights in passes of
+    five classes, queries not a multiple of three)."""
     from nclab.fewshot import evaluate
     X, y = blobs(C=12, n=40, d=40, sep=0.4)
-    kw = dict(shot=(1, 5), episodes=60, heads=("ncc", "ncc-cosine", "ridge", "logistic"), seed=6)
+    kw = dict(way=way, query=query, shot=(1, 5), episodes=60, heads=("ncc", "ncc-cosine", "ridge", "logistic"), seed=6)
     kernel = fewshot_report(X, y, **kw)
     monkeypatch.setattr(evaluate, "_TENSOR_SCORING", True)
     tensor = fewshot_report(X, y, **kw)
     for key, acc in kernel.accuracies.items():
-        assert np.abs(acc - tensor.accuracies[key]).sum() <= 1 / 75 + 1e-12, key
+        assert np.abs(acc - tensor.accuracies[key]).sum() <= 1 / (way * query) + 1e-12, key
 
 
 def test_recent_episode_sets_are_reused_read_only():
