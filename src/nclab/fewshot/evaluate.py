@@ -102,28 +102,30 @@ def _fresh(head: EpisodeHead) -> EpisodeHead:
         return copy.copy(head)
 
 
-def _linear_kind(head: EpisodeHead) -> str | None:
-    """How the engine fits ``head`` when its predictions are argmax_c q.w_c + b_c with w_c in
-    the span of the support rows: "ncc" (centroids), "gram" (from the support Gram matrix:
-    dual ridge, logistic), or None (any other head: fitted on the gathered rows)."""
+def _kernels_on(device) -> bool:
+    """Whether the compiled CPU kernels apply on ``device`` (else tensor ops: GPUs, or tests)."""
+    return torch.device(device).type == "cpu" and not _TENSOR_SCORING
+
+
+def _path(head: EpisodeHead, kernels: bool, support_size: int) -> str:
+    """How the engine evaluates ``head``: "ncc" (class centroids), "ridge" (one compiled pass
+    per episode: CPU kernels and supports up to _FUSED_RIDGE_MAX rows), "gram" (fitted from the
+    support Gram matrices: logistic, and dual ridge otherwise), or "generic" (any other head,
+    fitted on the gathered rows). The first three predict argmax_c q.w_c + b_c with w_c in the
+    span of the support rows."""
     if isinstance(head, NCCHead) and head.metric in ("euclidean", "cosine"):
         return "ncc"
-    if isinstance(head, LogisticHead) or (isinstance(head, RidgeHead) and head.solver != "primal"):
-        return "gram"
-    return None
+    if isinstance(head, RidgeHead) and head.solver != "primal":
+        return "ridge" if kernels and support_size <= _FUSED_RIDGE_MAX else "gram"
+    return "gram" if isinstance(head, LogisticHead) else "generic"
 
 
 def _needs_row_scale(heads, device, support_size: int) -> bool:
     """Whether the engine reads the "l2" factors 1 / ||x_i|| of all rows for these heads: the
     compiled CPU kernels (NCC, ridge) take the norms from the rows they read; GPUs, logistic and
     generic heads use the factors."""
-    if torch.device(device).type != "cpu" or _TENSOR_SCORING:
-        return True
-    for _, h in heads:
-        kind = _linear_kind(h)
-        if kind is None or (kind == "gram" and not (isinstance(h, RidgeHead) and support_size <= _FUSED_RIDGE_MAX)):
-            return True
-    return False
+    kernels = _kernels_on(device)
+    return not kernels or any(_path(h, kernels, support_size) in ("gram", "generic") for _, h in heads)
 
 
 class _Engine:
@@ -147,8 +149,8 @@ class _Engine:
     On CPU each step is a compiled kernel reading rows in place (``_kernels``), which with ``l2``
     takes each row's norm from the row itself while it is in cache (no pass over all N rows);
     elsewhere (GPUs) the rows are gathered and multiplied with tensor ops. Other heads (1-NN,
-    custom heads) are fitted on gathered, scaled blocks of whole episodes. Every episode is computed on its own:
-    results do not depend on the chunking or the number of workers.
+    custom heads) are fitted on gathered, scaled blocks of whole episodes. Every episode is
+    computed on its own: results do not depend on the chunking or the number of workers.
     """
 
     def __init__(self, x: torch.Tensor, labels: np.ndarray, episodes: Episodes, workers: int,
@@ -175,7 +177,8 @@ class _Engine:
         if self._scale is None:
             self._scale = (_row_norms_inverse(self.x, self.workers) if self.l2 else
                            torch.ones(self.x.shape[0], dtype=self.x.dtype, device=self.x.device))
-        return self._scale.to(self.x.dtype)
+        self._scale = self._scale.to(self.x.dtype)
+        return self._scale
 
     def _kernel_scale(self) -> np.ndarray:
         """The ``scale`` argument of the kernels: unused with ``l2`` (they norm the rows they read)."""
@@ -208,8 +211,7 @@ class _Engine:
         parallel_map(chunk, range(0, idx.shape[0], step), self.workers)
 
     def _kernels(self) -> bool:
-        """Whether the compiled CPU kernels apply (else tensor ops: GPUs, or tests)."""
-        return self.x.device.type == "cpu" and not _TENSOR_SCORING
+        return _kernels_on(self.x.device)
 
     def _gram(self, idx: torch.Tensor, K: torch.Tensor) -> None:
         """K[e] = diag(a) X_e X_e^T diag(a) in float64 for the rows idx[e] (B x s) of each episode."""
@@ -369,18 +371,16 @@ class _Engine:
 
     def run(self, heads) -> dict[str, torch.Tensor]:
         forms, generic = {}, []
-        fused = self._kernels() and self.k * self.n <= _FUSED_RIDGE_MAX     # ridge in one compiled pass
-        gram = [h for _, h in heads if _linear_kind(h) == "gram" and not (fused and isinstance(h, RidgeHead))]
+        path = {name: _path(h, self._kernels(), self.k * self.n) for name, h in heads}
         if _needs_row_scale(heads, self.x.device, self.k * self.n):
             self.scale              # computed here: worker threads read it, and must not start a pool of their own
-        K = self.gram() if gram else None
+        K = self.gram() if "gram" in path.values() else None
         for name, h in heads:
-            kind = _linear_kind(h)
-            if kind == "ncc":
+            if path[name] == "ncc":
                 forms[name] = self.ncc_weights(h.metric)
-            elif kind == "gram" and fused and isinstance(h, RidgeHead):
+            elif path[name] == "ridge":
                 forms[name] = self.ridge_fused(h)
-            elif kind == "gram":
+            elif path[name] == "gram":
                 forms[name] = self.gram_fit(h, K)
             else:
                 generic.append((name, h))

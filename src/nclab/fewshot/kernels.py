@@ -417,7 +417,7 @@ def centroids(x, idx, n, order, scale, l2, cosine, W, b, lo, hi):  # pragma: no 
         for u in range(d):
             sq += float(W[slot, u]) * float(W[slot, u])
         if cosine:
-            inv = W.dtype.type(1.0 / max(np.sqrt(sq), 1e-12))
+            inv = W.dtype.type(1.0 / _norm(sq))
             for u in range(d):
                 W[slot, u] *= inv
             b[slot] = 0.0
