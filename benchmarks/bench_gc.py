@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from nclab.metrics.gc import GCRegularizer, geometric_complexity
+from nclab.metrics.gc import geometric_complexity
+from nclab.train.regularizers import GCRegularizer
 from nclab.models import create_model
 
 
@@ -48,7 +49,7 @@ def glyph_images(n: int, omniglot_root: str) -> tuple[torch.Tensor, np.ndarray, 
 
 def calibrated(name: str, x: torch.Tensor, classes: int) -> nn.Module:
     torch.manual_seed(0)
-    model = create_model(name, in_channels=1, num_classes=classes)
+    model = create_model(name, in_channels=1, n_classes=classes)
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.momentum = None                           # cumulative average over the calibration pass

@@ -34,7 +34,7 @@ def plain_loop(images: np.ndarray, labels: np.ndarray, test_images: np.ndarray, 
     pre = Preprocess.fit(images)
     x_all, x_test = pre(images), pre(test_images)
     y_all, y_test = torch.as_tensor(labels), torch.as_tensor(test_labels)
-    model = create_model(backbone, in_channels=1, num_classes=int(labels.max()) + 1, image_size=images.shape[1])
+    model = create_model(backbone, in_channels=1, n_classes=int(labels.max()) + 1, image_size=images.shape[1])
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     model.train()
     t = time.perf_counter()

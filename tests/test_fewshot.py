@@ -14,9 +14,10 @@ import nclab
 from nclab.cli import main
 from nclab.errors import NclabError
 from nclab.featurefile import FeatureSet, save_features
-from nclab.fewshot import (EpisodeSampler, class_moments, confidence_interval, episode_cdnv, evaluate_episodes,
-                           fewshot, fewshot_report, load_episodes, make_head, pairwise_cdnv, save_episodes,
+from nclab.fewshot import (EpisodeSampler, class_cdnv_matrix, confidence_interval, episode_cdnv, evaluate_episodes,
+                           fewshot, fewshot_report, load_episodes, make_head, save_episodes,
                            transfer_bound_term)
+from nclab.metrics.stats import class_moments
 
 KEYS = ["way", "shot", "query", "head", "episodes", "mean", "std", "ci95", "ci95_t"]
 
@@ -109,12 +110,14 @@ def test_interval_formulas():
 def test_cdnv_and_bound_term_against_brute_force():
     X, y = blobs(C=7, n=30, d=5, shuffle=True)
     X = X.astype(np.float64)
-    means, var, counts = class_moments(torch.tensor(X), y)
+    mom = class_moments(torch.tensor(X), y, 7)
+    means, var = mom.means, mom.variances
     for c in range(7):
         Xc = X[y == c]
         assert np.allclose(means[c].numpy(), Xc.mean(0))
         assert var[c].item() == pytest.approx(((Xc - Xc.mean(0)) ** 2).sum(1).mean())   # population (1/n)
-    V = pairwise_cdnv(means, var).numpy()
+    V = class_cdnv_matrix(torch.tensor(X), y).numpy()
+    assert np.isnan(np.diag(V)).all()
     classes = np.array([[0, 3, 5], [1, 2, 6]])
     got = episode_cdnv(torch.tensor(V), classes).numpy()
     for e, cl in enumerate(classes):
@@ -129,8 +132,7 @@ def test_bound_row_reported_next_to_ncc_error():
     X, y = blobs(C=10, n=30, d=16, sep=0.5)
     rep = fewshot_report(X, y, shot=(1, 5), episodes=200, heads=("ridge",), bound=True, transform="none")
     assert [b["shot"] for b in rep.bound] == [1, 5]
-    means, var, _ = class_moments(torch.tensor(X), y)
-    V = pairwise_cdnv(means, var)
+    V = class_cdnv_matrix(torch.tensor(X), y)
     for b in rep.bound:
         avg = episode_cdnv(V, rep.episodes[b["shot"]].classes(y)).mean().item()
         assert b["avg_cdnv"] == pytest.approx(avg)

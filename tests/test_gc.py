@@ -12,9 +12,9 @@ from torch import nn
 
 from nclab.errors import NclabError
 from nclab.metrics import gc as gcmod
-from nclab.metrics.gc import (DISTRIBUTIONS, GCRegularizer, GCResult, cdnv_from_features, draw_probes,
+from nclab.metrics.gc import (DISTRIBUTIONS, GCResult, cdnv_from_features, draw_probes,
                               gc_report, geometric_collapse, geometric_complexity, per_sample_gc)
-from nclab.train.regularizers import build_regularizers
+from nclab.train.regularizers import GCRegularizer, build_regularizers
 
 
 class SmallConvNet(nn.Module):
@@ -173,15 +173,15 @@ def test_probe_distributions_have_identity_second_moment():
 
 def test_bad_arguments():
     f, x = nn.Linear(3, 2), torch.randn(4, 3)
-    with pytest.raises(ValueError):
+    with pytest.raises(NclabError):
         geometric_complexity(f, x, probes=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(NclabError):
         geometric_complexity(f, x, probes=2, distribution="cauchy")
-    with pytest.raises(ValueError):
+    with pytest.raises(NclabError):
         geometric_complexity(f, x, out_dims=1)                    # subsampling needs probes
-    with pytest.raises(TypeError):
+    with pytest.raises(NclabError):
         geometric_complexity(f, torch.zeros(4, 3, dtype=torch.uint8))
-    with pytest.raises(ValueError):
+    with pytest.raises(NclabError):
         geometric_complexity(lambda z: z.sum(0, keepdim=True), x)  # not a batch -> batch map
 
 

@@ -11,7 +11,7 @@ CASES = [("conv4", {}, 1, 28, 64), ("resnet12", {}, 3, 32, 640), ("resnet18", {}
 @pytest.mark.parametrize("name, opts, c, s, d", CASES)
 def test_backbones_give_features_logits_and_layers(name, opts, c, s, d):
     torch.manual_seed(0)
-    m = create_model(name, in_channels=c, num_classes=7, image_size=s, **opts).eval()
+    m = create_model(name, in_channels=c, n_classes=7, image_size=s, **opts).eval()
     x = torch.randn(3, c, s, s)
     h, z = m(x, return_features=True)
     assert h.shape == (3, d) and z.shape == (3, 7) and m.feature_dim == d
@@ -25,8 +25,8 @@ def test_backbones_give_features_logits_and_layers(name, opts, c, s, d):
 
 
 def test_wrn_28_10_width_and_resnet12_channels():
-    assert create_model("wrn", in_channels=3, num_classes=5, depth=28, widen=10).feature_dim == 640
-    r12 = create_model("resnet12", in_channels=3, num_classes=5)
+    assert create_model("wrn", in_channels=3, n_classes=5, depth=28, widen=10).feature_dim == 640
+    r12 = create_model("resnet12", in_channels=3, n_classes=5)
     assert [b.body[0].out_channels for b in r12.backbone.stages.values()] == [64, 160, 320, 640]
 
 
@@ -40,7 +40,7 @@ def test_simplex_etf_is_exact(C, d):
 
 
 def test_etf_head_is_frozen():
-    m = create_model("conv4", num_classes=10, head="etf")
+    m = create_model("conv4", n_classes=10, head="etf")
     assert "head.weight" not in dict(m.named_parameters()) and "head.weight" in m.state_dict()
     x = torch.randn(2, 1, 28, 28)
     m(x).sum().backward()
@@ -48,7 +48,7 @@ def test_etf_head_is_frozen():
 
 
 def test_bias_free_head():
-    m = create_model("conv4", num_classes=4, head="linear_nobias")
+    m = create_model("conv4", n_classes=4, head="linear_nobias")
     assert m.head.bias is None
 
 
@@ -63,4 +63,4 @@ def test_errors_list_valid_names():
     with pytest.raises(NclabError, match="head"):
         create_model("conv4", head="cosine")
     with pytest.raises(NclabError, match="dim >= 99"):
-        create_model("conv4", num_classes=100, head="etf")
+        create_model("conv4", n_classes=100, head="etf")

@@ -162,7 +162,7 @@ def _parser_measure(sub) -> None:
 
 
 def _cmd_measure(args) -> int:
-    from nclab.metrics.command import measure_command
+    from nclab.commands.measure import measure_command
     return measure_command(args)
 
 
@@ -185,7 +185,7 @@ def _parser_fewshot(sub) -> None:
 
 
 def _cmd_fewshot(args) -> int:
-    from nclab.fewshot.command import fewshot_command
+    from nclab.commands.fewshot import fewshot_command
     return fewshot_command(args)
 
 
@@ -206,7 +206,7 @@ def _parser_gc(sub) -> None:
 
 
 def _cmd_gc(args) -> int:
-    from nclab.metrics.gc_command import gc_command
+    from nclab.commands.gc import gc_command
     return gc_command(args)
 
 

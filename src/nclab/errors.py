@@ -12,8 +12,8 @@ import difflib
 from collections.abc import Iterable
 
 
-class NclabError(Exception):
-    """An error caused by the user's input: printed as one line, CLI exit code 2."""
+class NclabError(ValueError):
+    """An error caused by the user's input (a ``ValueError``): printed as one line, CLI exit code 2."""
 
 
 def unknown_name(kind: str, name: str, valid: Iterable[str]) -> NclabError:

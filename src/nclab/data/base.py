@@ -41,12 +41,12 @@ class ImageSet:
 
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8:
-            raise ValueError(f"images must be uint8, got {self.images.dtype}")
+            raise NclabError(f"images must be uint8, got {self.images.dtype}")
         self.labels = np.asarray(self.labels, dtype=np.int64)
         if len(self.images) != len(self.labels):
-            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+            raise NclabError(f"{len(self.images)} images but {len(self.labels)} labels")
         if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
-            raise ValueError("labels out of range of class_names")
+            raise NclabError("labels out of range of class_names")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -97,15 +97,15 @@ class Dataset:
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64)
         if self.images.dtype != np.uint8:
-            raise ValueError(f"{self.name}: images must be uint8, got {self.images.dtype}")
+            raise NclabError(f"{self.name}: images must be uint8, got {self.images.dtype}")
         if self.images.ndim not in (3, 4):
-            raise ValueError(f"{self.name}: images must be (N,H,W) or (N,H,W,3), got {self.images.shape}")
+            raise NclabError(f"{self.name}: images must be (N,H,W) or (N,H,W,3), got {self.images.shape}")
         seen: set[int] = set()
         for s, ids in self.class_splits.items():
             ids = np.asarray(ids, dtype=np.int64)
             self.class_splits[s] = ids
             if seen & set(ids.tolist()):
-                raise ValueError(f"{self.name}: split {s!r} shares classes with another split")
+                raise NclabError(f"{self.name}: split {s!r} shares classes with another split")
             seen |= set(ids.tolist())
 
     @property

@@ -43,7 +43,7 @@ def read_images(paths: Sequence[str | os.PathLike], channels: int, size: int | N
     Without ``size`` all images must share the first image's size.
     """
     if not len(paths):
-        raise ValueError("no images to read")
+        raise NclabError("no images to read")
     first = read_image(paths[0], channels, size)
     out = np.empty((len(paths),) + first.shape, dtype=np.uint8)
     out[0] = first

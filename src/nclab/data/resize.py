@@ -13,6 +13,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from nclab.errors import NclabError
+
 
 @lru_cache(maxsize=64)
 def area_matrix(n_in: int, n_out: int) -> np.ndarray:
@@ -34,7 +36,7 @@ def resize_area(images: np.ndarray, size: int | tuple[int, int], chunk: int = 10
     """
     out_h, out_w = (size, size) if isinstance(size, int) else size
     if images.ndim not in (3, 4):
-        raise ValueError(f"expected (N,H,W) or (N,H,W,C) images, got shape {images.shape}")
+        raise NclabError(f"expected (N,H,W) or (N,H,W,C) images, got shape {images.shape}")
     n, h, w = images.shape[:3]
     if (h, w) == (out_h, out_w):
         return images

@@ -7,7 +7,7 @@ returns one row per (shot, head); see :mod:`nclab.fewshot.evaluate`.
 import sys
 import types
 
-from nclab.fewshot.bound import class_moments, episode_cdnv, pairwise_cdnv, transfer_bound_term
+from nclab.fewshot.bound import class_cdnv_matrix, episode_cdnv, transfer_bound_term
 from nclab.fewshot.episodes import Episodes, EpisodeSampler, load_episodes, save_episodes
 from nclab.fewshot.evaluate import FewshotResult, evaluate_episodes, fewshot, fewshot_report
 from nclab.fewshot.heads import (HEADS, EpisodeHead, LogisticHead, NCCHead, NearestNeighbourHead, RidgeHead,
@@ -20,7 +20,7 @@ __all__ = [
     "Episodes", "EpisodeSampler", "save_episodes", "load_episodes",
     "EpisodeHead", "NCCHead", "RidgeHead", "LogisticHead", "NearestNeighbourHead", "HEADS", "make_head",
     "span_coordinates", "gram_coordinates", "confidence_interval", "TRANSFORMS", "l2_normalize", "center", "base_mean",
-    "class_moments", "pairwise_cdnv", "episode_cdnv", "transfer_bound_term",
+    "class_cdnv_matrix", "episode_cdnv", "transfer_bound_term",
 ]
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from nclab.errors import NclabError
-from nclab.fewshot.bound import class_moments, episode_cdnv, pairwise_cdnv, transfer_bound_term
+from nclab.fewshot.bound import class_cdnv_matrix, episode_cdnv, transfer_bound_term
 from nclab.fewshot.episodes import Episodes, EpisodeSampler
 from nclab.fewshot.heads import EpisodeHead, LogisticHead, NCCHead, RidgeHead, gram_rtol, make_head
 from nclab.fewshot.stats import confidence_interval
@@ -36,6 +36,12 @@ class FewshotResult:
     accuracies: dict[tuple[int, str], np.ndarray] = field(default_factory=dict)
     bound: list[dict] = field(default_factory=list)
     episodes: dict[int, Episodes] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """Rows, bound rows and per-episode accuracies (keyed ``"head/shot"``) as plain JSON data."""
+        return {"results": self.rows, "bound": self.bound,
+                "per_episode": {f"{h}/{n}": [round(float(a), 6) for a in acc]
+                                for (n, h), acc in self.accuracies.items()}}
 
 
 def _features(features) -> torch.Tensor:
@@ -478,8 +484,7 @@ def _transformed(x: torch.Tensor, transform: str, base_mean) -> torch.Tensor:
 
 def _bound_row(x: torch.Tensor, y: np.ndarray, ep: Episodes, ncc_acc) -> dict:
     """Galanti et al.'s leading term for this setting, on the features the heads saw."""
-    means, variances, _ = class_moments(x, y, int(y.max()) + 1)
-    per_episode = episode_cdnv(pairwise_cdnv(means, variances), ep.classes(y))
+    per_episode = episode_cdnv(class_cdnv_matrix(x, y), ep.classes(y))
     avg = float(per_episode.mean())
     term = transfer_bound_term(ep.way, ep.shot, avg)
     finite = np.isfinite(avg)             # two classes with equal means: CDNV is infinite

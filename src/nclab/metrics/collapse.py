@@ -160,6 +160,9 @@ class PairStats:
     cdnv_asym_mean: float = float("nan")
     cdnv_asym_cov: float = float("nan")
 
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
 
 def _tile_rows(K: int, budget: int = 1 << 22) -> int:
     return max(1, min(K, budget // max(K, 1)))

@@ -23,8 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from nclab.errors import NclabError
 from nclab.metrics.collapse import cdnv
-from nclab.train.regularizers import register_regularizer
+from nclab.metrics.stats import class_moments
 
 DISTRIBUTIONS = ("gaussian", "rademacher", "sphere")
 PROBE_BLOCK = 1024      # probes are drawn per block of this many samples: results do not depend on chunking
@@ -114,10 +115,10 @@ def draw_probes(n: int, probes: int, dim: int, distribution: str = "gaussian", o
     scaled by sqrt(dim / m), so ||J^T v||^2 = (dim / m) ||J_S^T v_S||^2 stays unbiased.
     """
     if distribution not in DISTRIBUTIONS:
-        raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
+        raise NclabError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
     m = dim if out_dims is None else int(out_dims)
     if not 1 <= m <= dim:
-        raise ValueError(f"out_dims must lie in 1..{dim}, got {out_dims}")
+        raise NclabError(f"out_dims must lie in 1..{dim}, got {out_dims}")
     shape = (n, probes, m)
     if distribution == "gaussian":
         v = torch.randn(shape, generator=generator, dtype=dtype)
@@ -186,16 +187,16 @@ def per_sample_gc(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, pr
     ``f`` (a module, or a bound method of one) are in eval mode meanwhile.
     """
     if not torch.is_floating_point(x):
-        raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
+        raise NclabError(f"x must be a floating-point tensor, got {x.dtype}")
     if probes is not None and (int(probes) != probes or probes < 1):
-        raise ValueError(f"probes must be a positive integer or None (exact), got {probes!r}")
+        raise NclabError(f"probes must be a positive integer or None (exact), got {probes!r}")
     if probes is None and out_dims is not None:
-        raise ValueError("out_dims subsamples output dimensions of the estimator; give probes too")
+        raise NclabError("out_dims subsamples output dimensions of the estimator; give probes too")
     if sample_chunk < 1 or out_chunk < 1:
-        raise ValueError(f"sample_chunk and out_chunk must be >= 1, got {sample_chunk}, {out_chunk}")
+        raise NclabError(f"sample_chunk and out_chunk must be >= 1, got {sample_chunk}, {out_chunk}")
     n = len(x)
     if n == 0:
-        raise ValueError("x has no samples")
+        raise NclabError("x has no samples")
     values, mean_vars, outputs = [], [], []
     source = None
     with eval_mode(*_modules_of(f)), torch.enable_grad():
@@ -203,7 +204,7 @@ def per_sample_gc(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, pr
             xb = x[start:start + sample_chunk].detach().requires_grad_(True)
             y = f(xb)
             if y.shape[0] != len(xb):
-                raise ValueError(f"f must map a batch of {len(xb)} samples to {len(xb)} outputs, got shape "
+                raise NclabError(f"f must map a batch of {len(xb)} samples to {len(xb)} outputs, got shape "
                                  f"{tuple(y.shape)}")
             y = y.flatten(1)
             B, D = y.shape
@@ -260,14 +261,6 @@ def geometric_complexity(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Ten
 
 # --- per class, geometric collapse, CDNV ---------------------------------------------------------
 
-def class_means(features: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """mu_c, (C, d) float64."""
-    h = features.double().flatten(1)
-    sums = torch.zeros((n_classes, h.shape[1]), dtype=torch.float64, device=h.device).index_add_(0, labels, h)
-    counts = torch.bincount(labels, minlength=n_classes).to(h)
-    return sums / counts[:, None]
-
-
 def geometric_collapse(class_gc: torch.Tensor, means: torch.Tensor) -> float:
     """Avg_{i<j} (GC_i + GC_j) / (2 ||mu_i - mu_j||^2): CDNV with the class variances replaced by
     per-class GC (Munn et al. 2024, geometric collapse)."""
@@ -277,12 +270,8 @@ def geometric_collapse(class_gc: torch.Tensor, means: torch.Tensor) -> float:
 def cdnv_from_features(features: torch.Tensor, labels: torch.Tensor, n_classes: int) -> float:
     """Avg_{i<j} (Var_i + Var_j) / (2 ||mu_i - mu_j||^2), Var_c = mean ||h - mu_c||^2
     (Galanti et al. 2022, eq. CDNV), in float64 from the features of the same samples."""
-    h = features.double().flatten(1)
-    mu = class_means(h, labels, n_classes)
-    sq = (h - mu[labels]).pow(2).sum(1)
-    var = torch.zeros(n_classes, dtype=torch.float64, device=h.device).index_add_(0, labels, sq)
-    var = var / torch.bincount(labels, minlength=n_classes).to(var)
-    return float(cdnv(var, mu))
+    mom = class_moments(features.flatten(1), labels, n_classes)
+    return float(cdnv(mom.variances, mom.means))
 
 
 @dataclass
@@ -310,93 +299,38 @@ def gc_report(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, labels
     """One pass over labelled samples: GC, per-class GC_c, geometric collapse and CDNV of f(x)."""
     labels = torch.as_tensor(labels, dtype=torch.long)
     if labels.shape != (len(x),):
-        raise ValueError(f"labels must be a vector of {len(x)} class ids, got shape {tuple(labels.shape)}")
+        raise NclabError(f"labels must be a vector of {len(x)} class ids, got shape {tuple(labels.shape)}")
     C = int(labels.max()) + 1 if n_classes is None else int(n_classes)
     ps = per_sample_gc(f, x, probes, seed=seed, distribution=distribution, out_dims=out_dims,
                        sample_chunk=sample_chunk, out_chunk=out_chunk)
     labels = labels.to(ps.values.device)
     per_class = [(labels == c).nonzero().flatten() for c in range(C)]
     if any(len(idx) == 0 for idx in per_class):
-        raise ValueError(f"every class 0..{C - 1} needs samples; empty: "
+        raise NclabError(f"every class 0..{C - 1} needs samples; empty: "
                          f"{[c for c, idx in enumerate(per_class) if len(idx) == 0]}")
     parts = [_summarise(ps, ps.values[idx], None if ps.mean_var is None else ps.mean_var[idx])
              for idx in per_class]
     class_gc = torch.tensor([p.value for p in parts], dtype=torch.float64)
-    means = class_means(ps.outputs, labels, C)
+    mom = class_moments(ps.outputs.flatten(1), labels, C)
     return GCReport(gc=_summarise(ps, ps.values, ps.mean_var), class_gc=class_gc.tolist(),
                     class_gc_se=[p.se for p in parts], class_counts=[len(i) for i in per_class],
-                    geometric_collapse=geometric_collapse(class_gc, means),
-                    cdnv=cdnv_from_features(ps.outputs, labels, C), class_names=list(class_names or []))
+                    geometric_collapse=geometric_collapse(class_gc, mom.means),
+                    cdnv=float(cdnv(mom.variances, mom.means)), class_names=list(class_names or []))
 
 
-# --- the regulariser -----------------------------------------------------------------------------
+# --- the embedding whose GC is measured ------------------------------------------------------------
 
 def embedding_of(model: nn.Module, output: str = "features") -> Callable[[torch.Tensor], torch.Tensor]:
     """The map whose GC is measured: ``model.features`` (the penultimate embedding) or the logits."""
     if output == "features":
         if not hasattr(model, "features"):
-            raise ValueError(f"{type(model).__name__} has no .features(x); use output='logits' or pass a callable")
+            raise NclabError(f"{type(model).__name__} has no .features(x); use output='logits' or pass a callable")
         return model.features
     if output == "logits":
         return model
-    raise ValueError(f"output must be 'features' or 'logits', got {output!r}")
+    raise NclabError(f"output must be 'features' or 'logits', got {output!r}")
 
 
-@register_regularizer("gc")
-class GCRegularizer:
-    """Loss term alpha * GC(embedding, batch) from ``probes`` random projections per sample
-    (Munn et al. 2024, explicit GC regularisation), differentiable by double back-propagation.
-
-    The embedding of the batch is recomputed in eval mode (as when measuring: per-sample
-    Jacobians, no running-statistics update, no dropout); the parameters still get the
-    gradient of the estimate. Probes come from torch's default (CPU) generator, so the
-    training loop's seeding makes them reproducible. ``sub_batch`` uses only
-    the first that many samples of the batch.
-    """
-
-    name = "gc"
-
-    def __init__(self, alpha: float, probes: int = 1, distribution: str = "gaussian",
-                 output: str = "features", sub_batch: int | None = None):
-        if distribution not in DISTRIBUTIONS:
-            raise ValueError(f"distribution must be one of {', '.join(DISTRIBUTIONS)}, got {distribution!r}")
-        if output not in ("features", "logits"):
-            raise ValueError(f"output must be features or logits, got {output!r}")
-        if int(probes) != probes or probes < 1:
-            raise ValueError(f"probes must be a positive integer, got {probes!r}")
-        if sub_batch is not None and sub_batch < 1:
-            raise ValueError(f"sub_batch must be a positive integer, got {sub_batch!r}")
-        self.alpha = float(alpha)
-        self.probes = int(probes)
-        self.distribution = distribution
-        self.output = output
-        self.sub_batch = sub_batch
-
-    def __repr__(self) -> str:
-        return (f"GCRegularizer(alpha={self.alpha}, probes={self.probes}, distribution={self.distribution!r}, "
-                f"output={self.output!r}, sub_batch={self.sub_batch})")
-
-    def estimate(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """The differentiable k-probe estimate of GC(embedding, x) (without alpha)."""
-        xb = (x if self.sub_batch is None else x[:self.sub_batch]).detach().requires_grad_(True)
-        f = embedding_of(model, self.output)
-        with eval_mode(model), torch.enable_grad():
-            y = f(xb).flatten(1)
-            B, D = y.shape
-            P = draw_probes(B, self.probes, D, self.distribution, dtype=y.dtype, generator=None)
-            total = y.new_zeros(())
-            for k in range(self.probes):
-                g, = torch.autograd.grad(y, xb, P[:, k].to(y.device), create_graph=True, retain_graph=True)
-                total = total + g.pow(2).sum()
-        return total / (B * self.probes)
-
-    def __call__(self, model: nn.Module, x: torch.Tensor, features: torch.Tensor | None = None,
-                 logits: torch.Tensor | None = None) -> torch.Tensor:
-        if self.alpha == 0:
-            return torch.zeros((), device=x.device)
-        return self.alpha * self.estimate(model, x)
-
-
-__all__ = ["DISTRIBUTIONS", "GCReport", "GCRegularizer", "GCResult", "PerSampleGC", "cdnv_from_features",
-           "class_means", "draw_probes", "embedding_of", "eval_mode", "gc_report", "geometric_collapse",
+__all__ = ["DISTRIBUTIONS", "GCReport", "GCResult", "PerSampleGC", "cdnv_from_features",
+           "draw_probes", "embedding_of", "eval_mode", "gc_report", "geometric_collapse",
            "geometric_complexity", "per_sample_gc"]

@@ -35,7 +35,7 @@ from torchmetrics import Metric
 
 from nclab.errors import NclabError
 
-__all__ = ["ClassMoments", "ClassStats", "CentredPass", "SCATTER_MAX_DIM"]
+__all__ = ["ClassMoments", "ClassStats", "CentredPass", "SCATTER_MAX_DIM", "class_moments"]
 
 #: ``ClassStats(scatter="auto")`` keeps the d x d scatter up to this dimension (2 GiB of float64 at 16384).
 SCATTER_MAX_DIM = 8192
@@ -56,6 +56,11 @@ class ClassMoments:
     def n_samples(self) -> int:
         return int(self.counts.sum())
 
+    @property
+    def variances(self) -> Tensor:
+        """Population variances Var_c = sqdev_c / n_c = E ||h - mu_c||^2 (0 for empty classes)."""
+        return self.sqdev / self.counts.clamp(min=1).to(self.sqdev.dtype)
+
 
 class _Workspace:
     """Reusable scratch tensors. A fresh multi-MiB temporary is mapped and page-faulted anew on
@@ -72,7 +77,7 @@ class _Workspace:
         return t[:n].view(shape)
 
 
-def _as_batch(features, labels, num_classes: int, dim: int, ws: _Workspace) -> tuple[Tensor, Tensor, Tensor]:
+def _as_batch(features, labels, n_classes: int, dim: int, ws: _Workspace) -> tuple[Tensor, Tensor, Tensor]:
     """(features as float64 in a scratch buffer, labels as int64, features as given)."""
     h = torch.as_tensor(features)
     y = torch.as_tensor(labels)
@@ -85,8 +90,8 @@ def _as_batch(features, labels, num_classes: int, dim: int, ws: _Workspace) -> t
     if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
         raise NclabError(f"labels: expected integers, got {y.dtype}")
     y = y.to(device=h.device, dtype=torch.int64)
-    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-        raise NclabError(f"labels: expected values in 0..{num_classes - 1}, got {int(y.min())}..{int(y.max())}")
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= n_classes):
+        raise NclabError(f"labels: expected values in 0..{n_classes - 1}, got {int(y.min())}..{int(y.max())}")
     h64 = ws.get("h", tuple(h.shape), torch.float64, h.device).copy_(h)
     check_finite(h64)
     return h64, y, h
@@ -112,7 +117,7 @@ class ClassStats(Metric):
     Chan et al. 1979 pairwise merge (see module docstring).
 
     Args:
-        num_classes: C; labels must lie in 0..C-1.
+        n_classes: C; labels must lie in 0..C-1.
         dim: feature dimension d.
         scatter: accumulate the d x d scatter (one float64 GEMM per batch); ``"auto"`` keeps it
             when ``d <= SCATTER_MAX_DIM``. Without it NC1 needs a :class:`CentredPass`.
@@ -128,37 +133,37 @@ class ClassStats(Metric):
     higher_is_better = None
     full_state_update = False
 
-    def __init__(self, num_classes: int, dim: int, scatter: bool | str = "auto",
+    def __init__(self, n_classes: int, dim: int, scatter: bool | str = "auto",
                  shift: Tensor | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self._ws = _Workspace()
-        if num_classes < 1 or dim < 1:
-            raise NclabError(f"ClassStats: num_classes and dim must be positive, got {num_classes}, {dim}")
+        if n_classes < 1 or dim < 1:
+            raise NclabError(f"ClassStats: n_classes and dim must be positive, got {n_classes}, {dim}")
         if scatter == "auto":
             scatter = dim <= SCATTER_MAX_DIM
-        self.num_classes, self.dim, self.with_scatter = int(num_classes), int(dim), bool(scatter)
+        self.n_classes, self.dim, self.with_scatter = int(n_classes), int(dim), bool(scatter)
         self.fixed_shift = shift is not None
         self.common_shift = None
         if shift is None:
-            shift0 = torch.zeros(num_classes, dim, dtype=torch.float64)
+            shift0 = torch.zeros(n_classes, dim, dtype=torch.float64)
         else:
             shift0 = torch.as_tensor(shift).to(torch.float64).clone()
             if shift0.shape == (dim,):                 # one reference point for all classes
                 self.common_shift = shift0
-                shift0 = shift0.expand(num_classes, dim).clone()
-            if shift0.shape != (num_classes, dim):
-                raise NclabError(f"ClassStats: shift must be {num_classes} x {dim} or {dim}, got {tuple(shift0.shape)}")
+                shift0 = shift0.expand(n_classes, dim).clone()
+            if shift0.shape != (n_classes, dim):
+                raise NclabError(f"ClassStats: shift must be {n_classes} x {dim} or {dim}, got {tuple(shift0.shape)}")
         # dist_reduce_fx=None: states are all-gathered and merged in _sync_dist (shifts differ per process).
-        self.add_state("count", torch.zeros(num_classes, dtype=torch.int64), dist_reduce_fx=None)
+        self.add_state("count", torch.zeros(n_classes, dtype=torch.int64), dist_reduce_fx=None)
         self.add_state("shift", shift0, dist_reduce_fx=None)
-        self.add_state("sum", torch.zeros(num_classes, dim, dtype=torch.float64), dist_reduce_fx=None)
-        self.add_state("sqsum", torch.zeros(num_classes, dtype=torch.float64), dist_reduce_fx=None)
+        self.add_state("sum", torch.zeros(n_classes, dim, dtype=torch.float64), dist_reduce_fx=None)
+        self.add_state("sqsum", torch.zeros(n_classes, dtype=torch.float64), dist_reduce_fx=None)
         self.add_state("scatter", torch.zeros((dim, dim) if self.with_scatter else (0, 0), dtype=torch.float64),
                        dist_reduce_fx=None)
 
     # -- accumulation ---------------------------------------------------------------------------
     def update(self, features, labels) -> None:  # noqa: D102
-        h, y, _ = _as_batch(features, labels, self.num_classes, self.dim, self._ws)
+        h, y, _ = _as_batch(features, labels, self.n_classes, self.dim, self._ws)
         if h.device != self.count.device:
             self.to(h.device)
             if self.common_shift is not None:
@@ -177,7 +182,7 @@ class ClassStats(Metric):
             z = h.sub_(self.common_shift)
         else:
             z = h.sub_(torch.index_select(self.shift, 0, y, out=self._ws.get("g", tuple(h.shape), h.dtype, h.device)))
-        self.count += torch.bincount(y, minlength=self.num_classes)
+        self.count += torch.bincount(y, minlength=self.n_classes)
         self.sum.index_add_(0, y, z)
         self.sqsum.index_add_(0, y, torch.linalg.vector_norm(z, dim=1).square_())
         if self.with_scatter:
@@ -202,7 +207,7 @@ class ClassStats(Metric):
     def second_pass(self) -> "ClassStats":
         """A fresh accumulator whose shifts are this one's class means (exact two-pass mode)."""
         m = self.compute()
-        return ClassStats(self.num_classes, self.dim, scatter=self.with_scatter, shift=m.means)
+        return ClassStats(self.n_classes, self.dim, scatter=self.with_scatter, shift=m.means)
 
     # -- merging --------------------------------------------------------------------------------
     @staticmethod
@@ -339,7 +344,7 @@ class CentredPass(Metric):
     Args:
         means: (K x d) means of the K classes in use.
         classes: (K,) the original label of each row of ``means`` (other labels are refused).
-        num_classes: total number of labels C (W has C rows).
+        n_classes: total number of labels C (W has C rows).
         basis: (d x k) orthonormal Q with M = (U S) Q^T for the centred means M = means - centre;
             ``proj`` = U S (K x k). Q must span the rows of M (the full thin SVD basis).
         W, b: classifier (C x d, C) for NC4, or None.
@@ -349,13 +354,13 @@ class CentredPass(Metric):
     higher_is_better = None
     full_state_update = False
 
-    def __init__(self, means: Tensor, classes: Tensor, num_classes: int, basis: Tensor, proj: Tensor,
+    def __init__(self, means: Tensor, classes: Tensor, n_classes: int, basis: Tensor, proj: Tensor,
                  W: Tensor | None = None, b: Tensor | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self._ws = _Workspace()
         means = means.to(torch.float64)
         K, d = means.shape
-        self.num_classes, self.k = int(num_classes), basis.shape[1]
+        self.n_classes, self.k = int(n_classes), basis.shape[1]
         self.register_buffer("mu", means)
         proj = proj.to(means.device, torch.float64)
         self.register_buffer("proj", proj)
@@ -373,7 +378,7 @@ class CentredPass(Metric):
         self.es = 2 * (2 * (gamma_k + 3 * u) + 6 * u) * pmax
         self.em = 2 * 3 * u * float(self.m_sq.max()) if K else 0.0
         dev = means.device
-        lookup = torch.full((num_classes,), -1, dtype=torch.int64, device=dev)
+        lookup = torch.full((n_classes,), -1, dtype=torch.int64, device=dev)
         lookup[classes.to(device=dev, dtype=torch.int64)] = torch.arange(K, device=dev)
         self.register_buffer("lookup", lookup)
         self.register_buffer("classes", classes.to(device=dev, dtype=torch.int64))
@@ -387,7 +392,7 @@ class CentredPass(Metric):
         self.add_state("mismatch", torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
 
     def update(self, features, labels) -> None:  # noqa: D102
-        h, y, given = _as_batch(features, labels, self.num_classes, self.mu.shape[1], self._ws)
+        h, y, given = _as_batch(features, labels, self.n_classes, self.mu.shape[1], self._ws)
         if h.device != self.mu.device:
             self.to(h.device)
         if h.shape[0] == 0:
@@ -428,3 +433,13 @@ class CentredPass(Metric):
         """``sqdev`` (K,), ``quad`` (k,) = diag(Q^T S_W Q), ``n``, ``ncc_correct``, ``mismatch``."""
         return dict(sqdev=self.sqdev.clone(), quad=self.quad.clone(), n=self.n.clone(),
                     ncc_correct=self.ncc_correct.clone(), mismatch=self.mismatch.clone())
+
+
+def class_moments(features, labels, n_classes: int) -> ClassMoments:
+    """Exact class counts, means and squared deviations of in-memory features (one
+    :class:`ClassStats` update: every class is shifted by its own mean, so nothing cancels)."""
+    h = torch.as_tensor(features)
+    stats = ClassStats(n_classes, h.shape[1] if h.ndim == 2 else 1, scatter=False)
+    stats.update(h, labels)
+    return stats.compute()
+

@@ -1,6 +1,6 @@
 """Backbones by name (one registry, timm-style) and the heads put on them.
 
-``create_model("resnet12", in_channels=3, num_classes=64)`` -> :class:`Classifier`.
+``create_model("resnet12", in_channels=3, n_classes=64)`` -> :class:`Classifier`.
 """
 
 from __future__ import annotations
@@ -47,14 +47,14 @@ def create_backbone(name: str, in_channels: int = 1, image_size: int = 28, **opt
         raise NclabError(f"model.options for {name}: {e}") from None
 
 
-def create_model(name: str, in_channels: int = 1, num_classes: int = 10, head: str = "linear",
+def create_model(name: str, in_channels: int = 1, n_classes: int = 10, head: str = "linear",
                  image_size: int = 28, **options) -> Classifier:
-    """Backbone ``name`` plus a ``head`` (linear | linear_nobias | etf) over ``num_classes``."""
+    """Backbone ``name`` plus a ``head`` (linear | linear_nobias | etf) over ``n_classes``."""
     backbone = create_backbone(name, in_channels, image_size, **options)
     if head not in HEADS:
         raise unknown_name("head", head, HEADS)
     try:
-        return Classifier(backbone, make_head(head, backbone.feature_dim, num_classes))
+        return Classifier(backbone, make_head(head, backbone.feature_dim, n_classes))
     except ValueError as e:
         raise NclabError(f"model.head={head}: {e}") from None
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nclab.errors import NclabError
+
 
 class Backbone(nn.Module):
     """A feature extractor made of named stages followed by global average pooling.
@@ -35,7 +37,7 @@ class Backbone(nn.Module):
         want = set(self.layer_names if layers is None else layers)
         unknown = want - set(self.layer_names)
         if unknown:
-            raise KeyError(f"unknown layers {sorted(unknown)}; valid: {self.layer_names}")
+            raise NclabError(f"unknown layers {sorted(unknown)}; valid: {self.layer_names}")
         out = {}
         for name, stage in self.stages.items():
             x = stage(x)
@@ -58,4 +60,4 @@ def norm2d(kind: str, channels: int) -> nn.Module:
         return nn.GroupNorm(min(32, channels), channels)
     if kind == "none":
         return nn.Identity()
-    raise ValueError(f"norm must be batch, group or none, got {kind!r}")
+    raise NclabError(f"norm must be batch, group or none, got {kind!r}")

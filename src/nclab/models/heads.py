@@ -7,19 +7,21 @@ import math
 import torch
 from torch import nn
 
+from nclab.errors import NclabError
 
-def simplex_etf(num_classes: int, dim: int, seed: int = 0, dtype=torch.float32) -> torch.Tensor:
+
+def simplex_etf(n_classes: int, dim: int, seed: int = 0, dtype=torch.float32) -> torch.Tensor:
     """Rows of a simplex equiangular tight frame in R^dim (C x d), unit norm, cos = -1/(C-1).
 
     W = sqrt(C/(C-1)) Q U^T, with Q (C x (C-1)) an orthonormal basis of the sum-zero subspace and
     U (d x (C-1)) a random orthonormal embedding, so W W^T = C/(C-1) (I - 11^T/C)
     (Papyan et al. 2020; fixed-ETF classifier of Zhu et al. 2021). Needs d >= C-1.
     """
-    C = num_classes
+    C = n_classes
     if C < 2:
-        raise ValueError("a simplex ETF needs at least 2 classes")
+        raise NclabError("a simplex ETF needs at least 2 classes")
     if dim < C - 1:
-        raise ValueError(f"a simplex ETF of {C} classes needs feature dim >= {C - 1}, got {dim}")
+        raise NclabError(f"a simplex ETF of {C} classes needs feature dim >= {C - 1}, got {dim}")
     g = torch.Generator().manual_seed(seed)
     centred = torch.eye(C, dtype=torch.float64) - 1.0 / C
     Q, _ = torch.linalg.qr(centred[:, : C - 1])                      # spans the sum-zero subspace
@@ -30,20 +32,20 @@ def simplex_etf(num_classes: int, dim: int, seed: int = 0, dtype=torch.float32) 
 class ETFHead(nn.Module):
     """Logits h -> scale * W h with W a frozen simplex ETF (a buffer, never trained)."""
 
-    def __init__(self, in_features: int, num_classes: int, scale: float = 1.0, seed: int = 0):
+    def __init__(self, in_features: int, n_classes: int, scale: float = 1.0, seed: int = 0):
         super().__init__()
-        self.register_buffer("weight", simplex_etf(num_classes, in_features, seed) * scale)
+        self.register_buffer("weight", simplex_etf(n_classes, in_features, seed) * scale)
         self.bias = None
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return h @ self.weight.T.to(h.dtype)
 
 
-def make_head(kind: str, in_features: int, num_classes: int) -> nn.Module:
+def make_head(kind: str, in_features: int, n_classes: int) -> nn.Module:
     if kind == "linear":
-        return nn.Linear(in_features, num_classes, bias=True)
+        return nn.Linear(in_features, n_classes, bias=True)
     if kind == "linear_nobias":
-        return nn.Linear(in_features, num_classes, bias=False)
+        return nn.Linear(in_features, n_classes, bias=False)
     if kind == "etf":
-        return ETFHead(in_features, num_classes)
+        return ETFHead(in_features, n_classes)
     raise KeyError(kind)

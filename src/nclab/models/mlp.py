@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from nclab.errors import NclabError
 from nclab.models.base import Backbone
 
 
@@ -13,9 +14,9 @@ class MLP(Backbone):
         super().__init__()
         acts = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
         if activation not in acts:
-            raise ValueError(f"activation must be one of {sorted(acts)}, got {activation!r}")
+            raise NclabError(f"activation must be one of {sorted(acts)}, got {activation!r}")
         if norm not in ("none", "batch"):
-            raise ValueError(f"mlp norm must be none or batch, got {norm!r}")
+            raise NclabError(f"mlp norm must be none or batch, got {norm!r}")
         stages = {"flatten": nn.Flatten()}
         c = in_channels * image_size * image_size
         for i, h in enumerate(hidden):

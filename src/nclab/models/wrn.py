@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nclab.errors import NclabError
 from nclab.models.base import Backbone, conv3x3, norm2d
 
 
@@ -28,7 +29,7 @@ class WideResNet(Backbone):
                  norm: str = "batch"):
         super().__init__()
         if (depth - 4) % 6:
-            raise ValueError(f"WRN depth must be 6n+4 (e.g. 16, 22, 28, 40), got {depth}")
+            raise NclabError(f"WRN depth must be 6n+4 (e.g. 16, 22, 28, 40), got {depth}")
         n = (depth - 4) // 6
         widths = [16, 16 * widen, 32 * widen, 64 * widen]
         stages = {"stem": conv3x3(in_channels, widths[0])}

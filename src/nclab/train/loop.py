@@ -30,9 +30,9 @@ from nclab.train.regularizers import build_regularizers
 from nclab.train.rundir import RunDir
 
 
-def build_model(cfg: RunConfig, preprocess: Preprocess, num_classes: int) -> Classifier:
+def build_model(cfg: RunConfig, preprocess: Preprocess, n_classes: int) -> Classifier:
     """The run's network, from its config and preprocessing (same call at start, resume, load)."""
-    return create_model(cfg.model.backbone, in_channels=preprocess.channels, num_classes=num_classes,
+    return create_model(cfg.model.backbone, in_channels=preprocess.channels, n_classes=n_classes,
                         head=cfg.model.head, image_size=preprocess.image_size, **cfg.model.options)
 
 

@@ -12,7 +12,7 @@ from nclab.errors import unknown_name
 LOSSES = ("ce", "mse")
 
 
-def make_loss(name: str, num_classes: int, label_smoothing: float = 0.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def make_loss(name: str, n_classes: int, label_smoothing: float = 0.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """``loss(logits, y)``, the batch mean.
 
     MSE follows Han, Papyan & Donoho (2022): ||z - e_y||^2 summed over classes, averaged
@@ -22,9 +22,9 @@ def make_loss(name: str, num_classes: int, label_smoothing: float = 0.0) -> Call
         return lambda z, y: F.cross_entropy(z, y, label_smoothing=label_smoothing)
     if name == "mse":
         def mse(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            t = F.one_hot(y, num_classes).to(z.dtype)
+            t = F.one_hot(y, n_classes).to(z.dtype)
             if label_smoothing:
-                t = t * (1 - label_smoothing) + label_smoothing / num_classes
+                t = t * (1 - label_smoothing) + label_smoothing / n_classes
             return ((z - t) ** 2).sum(1).mean()
         return mse
     raise unknown_name("loss (train.loss)", name, LOSSES)

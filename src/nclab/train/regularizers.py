@@ -16,8 +16,10 @@ from collections.abc import Callable
 from typing import Protocol
 
 import torch
+from torch import nn
 
 from nclab.errors import NclabError, unknown_name
+from nclab.metrics.gc import DISTRIBUTIONS, draw_probes, embedding_of, eval_mode
 
 
 class Regularizer(Protocol):
@@ -37,13 +39,8 @@ def register_regularizer(name: str):
     return deco
 
 
-def _ensure_registered() -> None:
-    import nclab.metrics.gc  # noqa: F401  (registers "gc")
-
-
 def build_regularizers(entries: list) -> list[Regularizer]:
     """``[{name: {option: value}}, ...]`` -> regulariser objects (errors name the entry)."""
-    _ensure_registered()
     regs = []
     for i, entry in enumerate(entries):
         if not (isinstance(entry, dict) and len(entry) == 1):
@@ -56,3 +53,58 @@ def build_regularizers(entries: list) -> list[Regularizer]:
         except (TypeError, ValueError) as e:
             raise NclabError(f"train.regularizers[{i}].{name}: {e}") from None
     return regs
+
+
+@register_regularizer("gc")
+class GCRegularizer:
+    """Loss term alpha * GC(embedding, batch) from ``probes`` random projections per sample
+    (Munn et al. 2024, explicit GC regularisation), differentiable by double back-propagation.
+
+    The embedding of the batch is recomputed in eval mode (as when measuring: per-sample
+    Jacobians, no running-statistics update, no dropout); the parameters still get the
+    gradient of the estimate. Probes come from torch's default (CPU) generator, so the
+    training loop's seeding makes them reproducible. ``sub_batch`` uses only
+    the first that many samples of the batch.
+    """
+
+    name = "gc"
+
+    def __init__(self, alpha: float, probes: int = 1, distribution: str = "gaussian",
+                 output: str = "features", sub_batch: int | None = None):
+        if distribution not in DISTRIBUTIONS:
+            raise NclabError(f"distribution must be one of {', '.join(DISTRIBUTIONS)}, got {distribution!r}")
+        if output not in ("features", "logits"):
+            raise NclabError(f"output must be features or logits, got {output!r}")
+        if int(probes) != probes or probes < 1:
+            raise NclabError(f"probes must be a positive integer, got {probes!r}")
+        if sub_batch is not None and sub_batch < 1:
+            raise NclabError(f"sub_batch must be a positive integer, got {sub_batch!r}")
+        self.alpha = float(alpha)
+        self.probes = int(probes)
+        self.distribution = distribution
+        self.output = output
+        self.sub_batch = sub_batch
+
+    def __repr__(self) -> str:
+        return (f"GCRegularizer(alpha={self.alpha}, probes={self.probes}, distribution={self.distribution!r}, "
+                f"output={self.output!r}, sub_batch={self.sub_batch})")
+
+    def estimate(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The differentiable k-probe estimate of GC(embedding, x) (without alpha)."""
+        xb = (x if self.sub_batch is None else x[:self.sub_batch]).detach().requires_grad_(True)
+        f = embedding_of(model, self.output)
+        with eval_mode(model), torch.enable_grad():
+            y = f(xb).flatten(1)
+            B, D = y.shape
+            P = draw_probes(B, self.probes, D, self.distribution, dtype=y.dtype, generator=None)
+            total = y.new_zeros(())
+            for k in range(self.probes):
+                g, = torch.autograd.grad(y, xb, P[:, k].to(y.device), create_graph=True, retain_graph=True)
+                total = total + g.pow(2).sum()
+        return total / (B * self.probes)
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, features: torch.Tensor | None = None,
+                 logits: torch.Tensor | None = None) -> torch.Tensor:
+        if self.alpha == 0:
+            return torch.zeros((), device=x.device)
+        return self.alpha * self.estimate(model, x)

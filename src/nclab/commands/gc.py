@@ -8,20 +8,8 @@ import torch
 
 from nclab.atomic import atomic_write_json
 from nclab.errors import NclabError
-from nclab.metrics.gc import GCReport, gc_report
-
-
-def format_report(rep: GCReport, where: str) -> str:
-    g = rep.gc
-    how = "exact" if g.exact else f"{g.probes} {g.distribution} probes per sample"
-    cg = np.asarray(rep.class_gc)
-    lines = [f"geometric complexity of {where} ({g.n_samples} samples, {g.out_dim}-d output, {how})",
-             f"  GC                  {g.value:.6g}" + ("" if g.exact else f"  +- {g.se:.2g} (standard error)"),
-             f"  per-class GC        min {cg.min():.6g}  median {np.median(cg):.6g}  max {cg.max():.6g}"
-             f"  ({len(cg)} classes)",
-             f"  geometric collapse  {rep.geometric_collapse:.6g}",
-             f"  CDNV                {rep.cdnv:.6g}"]
-    return "\n".join(lines)
+from nclab.metrics.gc import gc_report
+from nclab.report.tables import format_gc
 
 
 def gc_command(args) -> int:
@@ -41,7 +29,7 @@ def gc_command(args) -> int:
     f = model.features if output == "features" else model
     rep = gc_report(f, x, torch.as_tensor(images.labels), probes, n_classes=images.n_classes,
                     class_names=list(images.class_names), seed=getattr(args, "seed", 0))
-    print(format_report(rep, f"{args.run_dir} {args.split} split ({output})"))
+    print(format_gc(rep, f"{args.run_dir} {args.split} split ({output})"))
     if args.json_out:
         record = {"run_dir": str(args.run_dir), "split": args.split, "output": output, **rep.to_dict()}
         atomic_write_json(args.json_out, record)

@@ -1,0 +1,72 @@
+"""Plain-text tables printed by the commands: collapse statistics, few-shot accuracy, GC."""
+
+from __future__ import annotations
+
+import numpy as np
+
+COLLAPSE_ROWS = [
+    ("cdnv", "CDNV (Galanti, symmetric, mean over pairs)"),
+    ("cdnv_cov", "CDNV coefficient of variation"),
+    ("nc1", "NC1 = Tr(Sigma_W Sigma_B^+)/K"),
+    ("nc1_quotient", "Tr Sigma_W / Tr Sigma_B"),
+    ("nc2_equinorm", "NC2 equinorm CoV (means)"),
+    ("nc2_equiangle", "NC2 equiangularity std (means)"),
+    ("nc2_maxangle", "NC2 max-angle |cos + 1/(K-1)| (means)"),
+    ("nc2_etf_error", "NC2 ETF error (means)"),
+    ("min_mean_distance", "min ||mu_i - mu_j|| / mean ||m_c||"),
+    ("ncc_accuracy", "NCC accuracy"),
+    ("nc2_equinorm_w", "NC2 equinorm CoV (W)"),
+    ("nc2_equiangle_w", "NC2 equiangularity std (W)"),
+    ("nc2_maxangle_w", "NC2 max-angle (W)"),
+    ("nc3", "NC3 ||W/||W|| - M/||M|| ||^2"),
+    ("nc3_zhu", "NC3 (Zhu, W M^T vs ETF)"),
+    ("nc4", "NC4 NCC vs network mismatch"),
+]
+
+
+def format_collapse(rec, title: str = "") -> str:
+    """The rows of a :class:`~nclab.metrics.CollapseRecord` that are present, one per line."""
+    d = rec.to_dict()
+    lines = [f"{title}: {rec.n_samples} samples, {rec.n_classes} classes, dim {rec.dim}"
+             f" (input {rec.dtype}; rank of M {rec.nc1_rank}, tol {rec.nc1_tol:.1e})"]
+    if rec.classes_dropped:
+        more = " ..." if len(rec.classes_dropped) > 20 else ""
+        lines.append(f"  empty classes dropped: {rec.classes_dropped[:20]}{more}")
+    if rec.n_coincident_pairs:
+        lines.append(f"  WARNING: {rec.n_coincident_pairs} pairs of coincident class means "
+                     f"(CDNV undefined), e.g. {rec.coincident_pairs[:5]}")
+    width = max(len(label) for _, label in COLLAPSE_ROWS)
+    for key, label in COLLAPSE_ROWS:
+        if key in d:
+            v = d[key]
+            lines.append(f"  {label:<{width}}  {'undefined' if v is None else f'{v:.6g}'}")
+    return "\n".join(lines)
+
+
+def format_fewshot(rows: list[dict], bound: list[dict]) -> str:
+    """Accuracy rows of :func:`nclab.fewshot` (percent with both intervals), then the bound rows."""
+    lines = [f"{'head':<12}{'way':>4}{'shot':>5}{'query':>6}{'episodes':>9}{'acc %':>8}{'± ci95':>8}{'± t95':>8}"]
+    for r in rows:
+        lines.append(f"{r['head']:<12}{r['way']:>4}{r['shot']:>5}{r['query']:>6}{r['episodes']:>9}"
+                     f"{100 * r['mean']:>8.2f}{100 * r['ci95']:>8.2f}{100 * r['ci95_t']:>8.2f}")
+    if bound:
+        lines.append("")
+        lines.append(f"{'way':>4}{'shot':>5}{'avg CDNV':>11}{'bound term':>12}{'NCC error':>11}"
+                     "   (Galanti et al. 2022: (k-1)(1+1/n) Avg CDNV)")
+        for b in bound:
+            lines.append(f"{b['way']:>4}{b['shot']:>5}{b['avg_cdnv']:>11.4g}{b['bound_term']:>12.4g}{b['ncc_error']:>11.4f}")
+    return "\n".join(lines)
+
+
+def format_gc(rep, where: str) -> str:
+    """A :class:`~nclab.metrics.gc.GCReport`: GC, its spread over classes, geometric collapse, CDNV."""
+    g = rep.gc
+    how = "exact" if g.exact else f"{g.probes} {g.distribution} probes per sample"
+    cg = np.asarray(rep.class_gc)
+    lines = [f"geometric complexity of {where} ({g.n_samples} samples, {g.out_dim}-d output, {how})",
+             f"  GC                  {g.value:.6g}" + ("" if g.exact else f"  +- {g.se:.2g} (standard error)"),
+             f"  per-class GC        min {cg.min():.6g}  median {np.median(cg):.6g}  max {cg.max():.6g}"
+             f"  ({len(cg)} classes)",
+             f"  geometric collapse  {rep.geometric_collapse:.6g}",
+             f"  CDNV                {rep.cdnv:.6g}"]
+    return "\n".join(lines)
