@@ -72,3 +72,84 @@ def test_manifest_extends_with_new_points_only_and_refuses_another_sweep(tmp_pat
     with pytest.raises(NclabError, match="point optim.lr=x_seed=0"):
         _prepare(tmp_path / "sw", {"optim.lr": ["x"]})                  # checked before writing
     assert (tmp_path / "sw" / "manifest.json").read_text() == before
+
+
+def _cli(*args, **kw):
+    return subprocess.run(NCLAB + list(args), capture_output=True, text=True, **kw)
+
+
+def _summaries(root):
+    return {p.parent.name: p.stat().st_mtime_ns for p in (root / "runs").glob("*/summary.json")}
+
+
+@pytest.mark.slow
+def test_sweep_is_idempotent_extends_and_reports_failures(tmp_path):
+    import pandas as pd
+    root = tmp_path / "sw"
+    p = _cli("sweep", "quickstart", "--grid", "optim.lr=0.05,0.1", "--out", str(root), "--workers", "2", *TINY)
+    assert p.returncode == 0, p.stderr
+    first = _summaries(root)
+    assert sorted(first) == ["optim.lr=0.05_seed=0", "optim.lr=0.1_seed=0"]
+    table = pd.read_csv(root / "results.csv")
+    assert set(table["run"]) == set(first) and set(table["optim.lr"]) == {0.05, 0.1}
+    loss = table[table["metric"] == "loss"].set_index("run")["value"]
+    for name in first:                        # the table holds exactly each run's records
+        rec = json.loads((root / "runs" / name / "metrics.jsonl").read_text().splitlines()[-1])
+        assert loss[name] == pytest.approx(rec["loss"], rel=1e-12)
+
+    p = _cli("sweep", "quickstart", "--grid", "optim.lr=0.05,0.1", "--out", str(root), *TINY)
+    assert p.returncode == 0 and _summaries(root) == first           # nothing ran again
+    # a larger grid adds only its new point; a bad value fails alone, reported, the sweep goes on
+    p = _cli("sweep", "quickstart", "--grid", "optim.lr=0.05,0.1,0.2", "--grid", "train.batch_size=32",
+             "--out", str(root), *TINY)
+    assert p.returncode == 2 and "swept keys" in p.stderr and p.stderr.count("\n") == 1   # a new key: refused
+    p = _cli("sweep", "quickstart", "--grid", "optim.lr=0.05,0.1,0.2,-1", "--out", str(root), *TINY)
+    assert p.returncode == 1
+    now = _summaries(root)
+    assert {k: v for k, v in now.items() if k in first} == first and "optim.lr=0.2_seed=0" in now
+    assert "optim.lr=-1_seed=0" not in now and "optim.lr=-1_seed=0" in p.stdout
+
+
+TIMING = ("seconds", "probe_seconds")
+
+
+def _table(root):
+    import pandas as pd
+    t = pd.read_csv(root / "results.csv")
+    return t[~t["metric"].isin(TIMING)].sort_values(["run", "epoch", "metric"]).reset_index(drop=True)
+
+
+@pytest.mark.slow
+def test_sweep_killed_with_its_workers_and_rerun_gives_the_uninterrupted_table(tmp_path):
+    import os
+    import signal
+    import time
+
+    import pandas as pd
+    args = ["sweep", "quickstart", "--grid", "optim.lr=0.05,0.1", *TINY, "train.epochs=2",
+            "trainer.ckpt_every_steps=2"]
+    ref = tmp_path / "ref"
+    p = _cli(*args, "--out", str(ref))
+    assert p.returncode == 0, p.stderr
+
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(NCLAB + args + ["--out", str(cut)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline:           # kill once a point is done and the next one has a checkpoint
+        done = list((cut / "runs").glob("*/summary.json")) if (cut / "runs").exists() else []
+        ckpts = [c for c in (cut / "runs").glob("*/checkpoints/latest.json")
+                 if not (c.parent.parent / "summary.json").exists()] if done else []
+        if done and ckpts:
+            break
+        assert proc.poll() is None, "the sweep ended before it could be killed"
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(list((cut / "runs").glob("*/summary.json"))) == 1
+
+    p = _cli(*args, "--out", str(cut))
+    assert p.returncode == 0, p.stderr
+    a, b = _table(ref), _table(cut)
+    assert len(a) == len(b) and not b.duplicated(["run", "epoch", "metric"]).any()
+    pd.testing.assert_frame_equal(a, b)

@@ -86,7 +86,7 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
 
 def _name_part(key: str, value: Any) -> str:
     text = format_value(value)
-    return f"{key}={re.sub(r'[^A-Za-z0-9._+-]+', '-', text).strip('-') or 'empty'}"
+    return f"{key}={re.sub(r'[^A-Za-z0-9._+-]+', '-', text) or 'empty'}"
 
 
 @dataclass
@@ -224,6 +224,9 @@ class Sweep:
                 if old.get(key) != new[key]:
                     raise NclabError(f"{sweep.root}: holds a different {old.get('kind', 'sweep')} ({key} "
                                      f"{old.get(key)!r} != {new[key]!r}); choose another --out")
+            if list(old.get("grid", {})) != list(new["grid"]):
+                raise NclabError(f"{sweep.root}: swept keys {list(new['grid'])} differ from this sweep's "
+                                 f"{list(old.get('grid', {}))} (every point would be new); choose another --out")
             known = {p["name"]: p for p in old["points"]}
             for p in new["points"]:
                 if p["name"] in known and known[p["name"]]["overrides"] != p["overrides"]:
