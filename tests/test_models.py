@@ -64,3 +64,15 @@ def test_errors_list_valid_names():
         create_model("conv4", head="cosine")
     with pytest.raises(NclabError, match="dim >= 99"):
         create_model("conv4", n_classes=100, head="etf")
+
+
+def test_conv4_pools_only_the_first_blocks():
+    m = create_model("conv4", n_classes=3, depth=8, pools=3, width=8).eval()
+    x = torch.randn(2, 1, 28, 28)
+    shapes = [tuple(v.shape) for v in m.backbone.intermediate(x).values()]
+    assert shapes == [(2, 8, 14, 14), (2, 8, 7, 7)] + [(2, 8, 3, 3)] * 6
+    assert m.backbone.layer_names == [f"block{i}" for i in range(1, 9)]
+    with pytest.raises(NclabError, match="pools"):
+        create_model("conv4", depth=6)                    # six pools of 28 px
+    with pytest.raises(NclabError, match="0..depth"):
+        create_model("conv4", depth=4, pools=5)
