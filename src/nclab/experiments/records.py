@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from nclab.config import yaml_load
@@ -182,9 +183,8 @@ def wide_frame(runs: list[RunInfo]) -> pd.DataFrame:
         rows.extend(by_epoch[e] for e in sorted(by_epoch))
     columns = ["run", "seed", *params, "epoch", "step", *metrics]
     frame = pd.DataFrame(rows, columns=columns)
-    for c in metrics:
-        frame[c] = frame[c].astype("float64")
-    return frame
+    floats = pd.DataFrame(frame[list(metrics)].to_numpy(dtype="float64", na_value=np.nan), columns=list(metrics))
+    return pd.concat([frame[columns[: len(columns) - len(metrics)]], floats], axis=1)
 
 
 def tidy_frame(wide: pd.DataFrame) -> pd.DataFrame:
