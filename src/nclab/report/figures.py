@@ -22,7 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
 from nclab.report.data import SPLITS, ReportData, interval, spearman
 
@@ -74,6 +74,8 @@ class Panel:
 
 def _new_figure(n_panels: int, ncols: int = 3, width: float = 4.3, height: float = 3.3, sharey: bool = False):
     """A figure of ``n_panels`` axes, ``width`` x ``height`` inches each (margins included)."""
+    if n_panels == 1:                     # a figure of one panel is read on its own: larger
+        width, height = max(width, 6.4), max(height, 4.6)
     ncols = 2 if n_panels == 4 and ncols == 3 else min(ncols, n_panels)
     nrows = math.ceil(n_panels / ncols)
     fig = Figure(figsize=(width * ncols, height * nrows + 0.4))
@@ -107,13 +109,15 @@ def _render(fig, title: str, legend_rows: int = 0, xticks_extra: float = 0.0) ->
 
 
 class _LogTicks(LogLocator):
-    """Log-axis ticks dense enough to read a narrow range: 10^k over many decades, 1-2-5 over a
-    few, every integer multiple within one."""
+    """Log-axis ticks dense enough to read any range: 10^k over many decades, 1-2-5 or 1-2-3-5
+    over a few, and evenly spaced round numbers within less than half a decade (where 1-2-5
+    would leave the axis with one label or none)."""
 
     def tick_values(self, vmin, vmax):
         span = abs(math.log10(vmax / vmin)) if vmin > 0 and vmax > 0 else math.inf
-        self.set_params(subs=(1.0,) if span > 4 else (1.0, 2.0, 5.0) if span > 0.7 else
-                        (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0))
+        if span < 0.5:
+            return MaxNLocator(nbins=4).tick_values(vmin, vmax)
+        self.set_params(subs=(1.0,) if span > 4 else (1.0, 2.0, 5.0) if span > 1.5 else (1.0, 2.0, 3.0, 5.0))
         return super().tick_values(vmin, vmax)
 
 
@@ -212,11 +216,12 @@ def _dropped_text(dropped: int) -> str:
 
 
 def curves_figure(data: ReportData, name: str, title: str, panels: list[Panel], caption: str,
-                  styles: tuple[str, str] | None = None) -> list[ReportFigure]:
+                  styles: tuple[str, str] | None = None, panel_legends: bool = False) -> list[ReportFigure]:
     """Metrics against epoch. One group: the panels as given, one line per metric. Several
     groups: one panel per metric, one line per group (panels split from one panel share their
-    y axis). ``styles`` names the solid and the light dashed line of a :class:`Line` with a
-    ``light_key`` in the legend."""
+    y axis), in one legend for the figure. ``styles`` names the solid and the light dashed line
+    of a :class:`Line` with a ``light_key`` in the legend. ``panel_legends``: with one group,
+    each panel of several lines gets its own legend (lines that differ from panel to panel)."""
     panels = [Panel(p.title, [ln for ln in p.lines if data.has(ln.key)], p.ylabel, p.ylog) for p in panels]
     panels = [p for p in panels if p.lines]
     if not panels:
@@ -241,7 +246,8 @@ def curves_figure(data: ReportData, name: str, title: str, panels: list[Panel], 
         _epoch_axis(ax)
         if p.ylog:
             _log_axis(ax, "y")
-        _title(ax, p.title)
+        if len(panels) > 1:                 # one panel: the figure's title says it
+            _title(ax, p.title)
         if not (sharey and ax.get_subplotspec().colspan.start > 0):
             ax.set_ylabel(p.ylabel)
         ax.grid(True, which="major", alpha=0.3)
@@ -249,7 +255,13 @@ def curves_figure(data: ReportData, name: str, title: str, panels: list[Panel], 
     if styles and any(ln.light_key and data.has(ln.light_key) for p in panels for ln in p.lines):
         extra = [Line2D([], [], color="0.3", lw=1.8, label=styles[0]),
                  Line2D([], [], color="0.3", lw=1.0, ls="--", alpha=0.55, label=styles[1])]
-    rows = _legend_below(fig, axes, extra)
+    if panel_legends and len(groups) == 1:
+        for ax, p in zip(axes, panels):
+            if len(p.lines) > 1:
+                ax.legend(fontsize=8, loc="best")
+        rows = _legend_below(fig, [], extra)
+    else:
+        rows = _legend_below(fig, axes, extra)
     caption = f"{caption} x axis: epoch + 1 on a log scale (1 = initialisation, before any step)."
     return [ReportFigure(name, title, f"{caption} {seeds_text(data)}{_dropped_text(dropped)}",
                          _render(fig, title, rows))]
@@ -264,7 +276,7 @@ def training_figure(data: ReportData) -> list[ReportFigure]:
                                  Line("test_acc", "test (held-out samples of the source classes)")], "accuracy"),
               Panel("regulariser terms", [Line(k, k) for k in reg], "value", ylog=True)]
     return curves_figure(data, "training", "Training curves", panels,
-                         "Training loss and accuracy of the classifier against epoch.")
+                         "Training loss and accuracy of the classifier against epoch.", panel_legends=True)
 
 
 def cdnv_figure(data: ReportData) -> list[ReportFigure]:
@@ -326,11 +338,11 @@ def nc_figure(data: ReportData) -> list[ReportFigure]:
                          "equiangularity, max-angle and ETF error of the centred class means and of the "
                          "classifier rows; NC3 = ||W/||W||_F - M/||M||_F||_F^2; NC4 = fraction of samples where "
                          "the network and the nearest class mean disagree. All go to 0 under collapse; the "
-                         "minimum class-mean distance grows.")
+                         "minimum class-mean distance grows.", panel_legends=True)
 
 
 def gc_figure(data: ReportData) -> list[ReportFigure]:
-    panels = [Panel("geometric complexity", [Line(f"{s}/gc", s, SPLIT_COLOURS[s], ci_key=f"{s}/gc_se")
+    panels = [Panel("geometric complexity", [Line(f"{s}/gc", s, SPLIT_COLOURS[s])
                                              for s in SPLITS], "GC", ylog=True),
               Panel("geometric collapse", [Line(f"{s}/geometric_collapse", s, SPLIT_COLOURS[s]) for s in SPLITS],
                     "geometric collapse", ylog=True)]
@@ -464,8 +476,13 @@ def bound_figure(data: ReportData) -> list[ReportFigure]:
                    label=f"{s.title}: term > error in {100 * above:.0f}% (n={len(err)})")
         if len(d):
             lo, hi = min(lo, d.min().min()), max(hi, d.max().max())
-    if hi > 0:
-        ax.plot([lo / 2, hi * 2], [lo / 2, hi * 2], color="0.3", lw=1, ls="--", label="y = x")
+    if hi > 0:                              # the same range on both axes, so that y = x is the diagonal
+        lim = (lo / 1.5, hi * 1.5)
+        ax.plot(lim, lim, color="0.3", lw=1, ls="--", label="y = x")
+        if hi > 1:
+            ax.axhline(1, color="0.6", lw=1, ls=":", label="term = 1 (vacuous above: an error is at most 1)")
+        ax.set_xlim(lim)
+        ax.set_ylim(lim)
     _log_axis(ax, "x")
     _log_axis(ax, "y")
     ax.set_xlabel("measured NCC error (1 - NCC accuracy; log)")

@@ -60,23 +60,22 @@ def final_tables(data: ReportData) -> list[Table]:
         row += [str(int(last[r.name]))]
         row += [num(data.finals.loc[r.name, k]) for k in keys]
         per_run.rows.append(row)
-    tables = [per_run]
-    if len(data.runs) > 1:
-        per_group = Table("Final epoch, per point", ["point", "n", *keys], [],
-                          "Mean over the seeds of each point ± the 95% Student-t half-width "
-                          "t(0.975, n-1) s / sqrt(n) (no interval with one seed); n = runs of the point, "
-                          "(n=k) where only k of them have the metric.")
-        for g in data.groups:
-            row = [g.label, str(len(g.runs))]
-            for k in keys:
-                vals = data.finals.loc[g.runs, k].dropna()
-                cell = mean_pm(vals)
-                if cell and len(vals) < len(g.runs):
-                    cell += f" (n={len(vals)})"
-                row.append(cell)
-            per_group.rows.append(row)
-        tables.append(per_group)
-    return tables
+    if len(data.runs) == 1:                  # one run: a column of values reads better than one long row
+        (row,) = per_run.rows
+        per_run.columns, per_run.rows = ["", row[0]], [[c, v] for c, v in zip(per_run.columns[1:], row[1:])]
+        return [per_run]
+    per_group = Table("Final epoch, per point", ["point", "n", *keys], [],
+                      "Mean over the seeds of each point ± the 95% Student-t half-width "
+                      "t(0.975, n-1) s / sqrt(n) (no interval with one seed); n = runs of the point, "
+                      "(n=k) where only k of them have the metric.")
+    for g in data.groups:
+        row = [g.label, str(len(g.runs))]
+        for k in keys:
+            vals = data.finals.loc[g.runs, k].dropna()
+            cell = mean_pm(vals)
+            row.append(f"{cell} (n={len(vals)})" if cell and len(vals) < len(g.runs) else cell)
+        per_group.rows.append(row)
+    return [per_run, per_group]
 
 
 def _cell(v: Any) -> str:
