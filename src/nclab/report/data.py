@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,30 +59,6 @@ class FewshotSetting:
     @property
     def title(self) -> str:
         return f"{self.split}, {self.way}-way {self.shot}-shot"
-
-
-def interval(values: Iterable[float]) -> tuple[float, float | None, int]:
-    """Mean over seeds and the Student-t 95% half-width t(0.975, n-1) s / sqrt(n), s with ddof 1
-    (None for a single value); non-finite values are left out. Returns (mean, half, n)."""
-    from scipy.special import stdtrit     # the t quantile without importing scipy.stats (1 s)
-    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
-    n = len(v)
-    if n == 0:
-        return math.nan, None, 0
-    if n == 1:
-        return float(v[0]), None, 1
-    return float(v.mean()), float(stdtrit(n - 1, 0.975) * v.std(ddof=1) / math.sqrt(n)), n
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float | None, int]:
-    """Spearman's rank correlation (Pearson's of the average ranks, ties averaged) over the finite
-    pairs; None with fewer than 3 pairs or a constant side. Returns (rho, n)."""
-    d = pd.DataFrame({"x": np.asarray(x, dtype=np.float64), "y": np.asarray(y, dtype=np.float64)})
-    d = d[np.isfinite(d["x"]) & np.isfinite(d["y"])]
-    if len(d) < 3 or d["x"].nunique() < 2 or d["y"].nunique() < 2:
-        return None, len(d)
-    r = d.rank()
-    return float(np.corrcoef(r["x"], r["y"])[0, 1]), len(d)
 
 
 def _flat(cfg: dict, prefix: str = "") -> dict[str, Any]:
@@ -227,7 +202,7 @@ class ReportData:
     @functools.cached_property
     def _epoch_stats(self) -> dict[str, pd.DataFrame]:
         """Mean, 95% t half-width and count over the runs of each (group, epoch), every metric
-        at once (the same numbers as :func:`interval`, vectorised)."""
+        at once (:func:`nclab.experiments.stats.seed_interval`, vectorised over epochs)."""
         from scipy.special import stdtrit
         w = self.wide[["group", "epoch", *self.metrics]].replace([np.inf, -np.inf], np.nan)
         g = w.groupby(["group", "epoch"], sort=True)

@@ -24,7 +24,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
-from nclab.report.data import SPLITS, ReportData, interval, spearman
+from nclab.experiments.stats import seed_interval, spearman
+from nclab.report.data import SPLITS, ReportData
 
 SPLIT_COLOURS = {"train": "#1f77b4", "test": "#ff7f0e", "val": "#2ca02c", "novel": "#d62728"}
 CYCLE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -366,7 +367,8 @@ def cdnv_fewshot_figure(data: ReportData) -> list[ReportFigure]:
             d = data.wide[[ck, s.key(h)]].dropna()
             d, n_out = _positive(d, [ck])
             dropped += n_out
-            rho, n = spearman(d[ck], d[s.key(h)])
+            sp = spearman(d[ck], d[s.key(h)])
+            rho, n = sp["rho"], sp["n"]
             corr.append({"x": ck, "y": s.key(h), "over": "runs x probed epochs", "n": n, "rho": rho})
             ax.scatter(d[ck], d[s.key(h)], s=12, alpha=0.6, color=CYCLE[i % len(CYCLE)], edgecolors="none",
                        label=f"{h}: Spearman {'n/a' if rho is None else f'{rho:+.2f}'} (n={n})")
@@ -425,11 +427,12 @@ def param_figures(data: ReportData) -> list[ReportFigure]:
                 d = f[f["line"] == lab]
                 if d.empty:
                     continue
-                stats = [(x, *interval(v["value"])) for x, v in d.groupby("x")]
-                xs = np.array([s[0] for s in stats])
-                mean = np.array([s[1] for s in stats])
-                half = np.array([np.nan if s[2] is None else s[2] for s in stats])
-                rho, n = spearman(d["x"], d["value"])
+                stats = [(x, seed_interval(v["value"])) for x, v in d.groupby("x")]
+                xs = np.array([x for x, _ in stats])
+                mean = np.array([iv["mean"] for _, iv in stats])
+                half = np.array([np.nan if iv["ci95_t"] is None else iv["ci95_t"] for _, iv in stats])
+                sp = spearman(d["x"], d["value"])
+                rho, n = sp["rho"], sp["n"]
                 corr.append({"x": p + (f" ({lab})" if lab else ""), "y": f"final {k}", "over": "runs", "n": n,
                              "rho": rho})
                 name = (f"{', '.join(others)} = {lab}: " if lab else "") + \

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from nclab.errors import NclabError
-from nclab.report.data import ReportData, interval
+from nclab.experiments.stats import seed_interval
+from nclab.report.data import ReportData
 
 
 @dataclass
@@ -38,10 +39,10 @@ def num(v: float | None) -> str:
 
 
 def mean_pm(values) -> str:
-    mean, half, n = interval(values)
-    if n == 0:
+    iv = seed_interval(values)
+    if iv["n"] == 0:
         return ""
-    return num(mean) if half is None else f"{num(mean)} ± {num(half)}"
+    return num(iv["mean"]) if iv["ci95_t"] is None else f"{num(iv['mean'])} ± {num(iv['ci95_t'])}"
 
 
 def final_tables(data: ReportData) -> list[Table]:
