@@ -73,15 +73,7 @@ def build_report(paths: Sequence[str | os.PathLike], out: str | os.PathLike | No
               + correlation_table([c for f in figures for c in f.correlations]))
     names = ", ".join(Path(p).name or str(p) for p in paths)
     title = f"nclab report: {names}"
-    seeds = sorted(set(data.seeds()))
-    meta = [f"inputs: {', '.join(str(p) for p in paths)}",
-            f"{len(data.runs)} run(s) in {len(data.groups)} point(s)"
-            + ("" if seeds == [1] else f", {'-'.join(map(str, (seeds[0], seeds[-1]))) if len(seeds) > 1 else seeds[0]} "
-               f"seed(s) per point"),
-            f"{len(data.wide)} records, epochs {int(data.wide['epoch'].min())}-{int(data.wide['epoch'].max())}",
-            "records.csv: the tidy table (run, seed, parameters, epoch, step, metric, value) everything here "
-            "is drawn from",
-            f"written {time.strftime('%Y-%m-%d %H:%M:%S')} by nclab {_version()}"]
+    meta = _meta(data, paths)
     files = {"index.html": report_html(title, meta, tables, figures).encode("utf-8"),
              "report.md": report_markdown(title, meta, tables, figures).encode("utf-8"),
              "records.csv": tidy_frame(data.wide.drop(columns="group")).to_csv(index=False).encode("utf-8")}
@@ -89,6 +81,23 @@ def build_report(paths: Sequence[str | os.PathLike], out: str | os.PathLike | No
     _publish(out, files)
     return ReportResult(out, len(data.runs), len(data.groups), [f.name for f in figures], [t.title for t in tables],
                         time.perf_counter() - t0)
+
+
+def _meta(data: ReportData, paths: Sequence[str | os.PathLike]) -> list[str]:
+    """The lines under the report's title: inputs, runs and points, records, unfinished runs."""
+    seeds = sorted(set(data.runs_per_group()))
+    per_point = "" if seeds == [1] else f", {seeds[0]}{'' if len(seeds) == 1 else f'-{seeds[-1]}'} seed(s) per point"
+    unfinished = [r.name for r in data.runs if not (r.path / "summary.json").is_file()]
+    meta = [f"inputs: {', '.join(str(p) for p in paths)}",
+            f"{len(data.runs)} run(s) in {len(data.groups)} point(s){per_point}",
+            f"{len(data.wide)} records, epochs {int(data.wide['epoch'].min())}-{int(data.wide['epoch'].max())}",
+            "records.csv: the tidy table (run, seed, parameters, epoch, step, metric, value) everything here "
+            "is drawn from",
+            f"written {time.strftime('%Y-%m-%d %H:%M:%S')} by nclab {_version()}"]
+    if unfinished:
+        meta.insert(3, f"{len(unfinished)} run(s) still training or interrupted (no summary.json; their last "
+                       f"record is used): {', '.join(unfinished[:5])}{' ...' if len(unfinished) > 5 else ''}")
+    return meta
 
 
 def _version() -> str:

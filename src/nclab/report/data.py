@@ -230,6 +230,6 @@ class ReportData:
         """Each run's last recorded value of ``key`` (runs without it left out)."""
         return self.finals[key].dropna()
 
-    def seeds(self) -> list[int]:
+    def runs_per_group(self) -> list[int]:
         """Runs per group, one entry per group."""
         return [len(g.runs) for g in self.groups]

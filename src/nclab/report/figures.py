@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import Normalize
+from matplotlib.colors import Normalize, to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
@@ -111,29 +111,56 @@ def _render(fig, title: str, legend_rows: int = 0, xticks_extra: float = 0.0) ->
 
 class _LogTicks(LogLocator):
     """Log-axis ticks dense enough to read any range: 10^k over many decades, 1-2-5 or 1-2-3-5
-    over a few, and evenly spaced round numbers within less than half a decade (where 1-2-5
-    would leave the axis with one label or none)."""
+    over a few, and evenly spaced round numbers within less than 0.7 decades (where 1-2-5 can
+    leave the axis with one label or none)."""
+
+    def __init__(self, integer: bool = False):
+        super().__init__()
+        self.integer = integer
 
     def tick_values(self, vmin, vmax):
         span = abs(math.log10(vmax / vmin)) if vmin > 0 and vmax > 0 else math.inf
-        if span < 0.5:
-            return MaxNLocator(nbins=4).tick_values(vmin, vmax)
+        if span < 0.7:
+            return MaxNLocator(nbins=4, integer=self.integer).tick_values(vmin, vmax)
         self.set_params(subs=(1.0,) if span > 4 else (1.0, 2.0, 5.0) if span > 1.5 else (1.0, 2.0, 3.0, 5.0))
         return super().tick_values(vmin, vmax)
 
 
-def _log_axis(ax, axis: str) -> None:
-    """A log axis labelled in plain numbers; no minor ticks (they cost more drawing time than
-    the rest of a panel)."""
+def _log_axis(ax, axis: str, integer: bool = False) -> None:
+    """A log axis labelled in plain numbers (whole numbers only with ``integer``); no minor ticks
+    (they cost more drawing time than the rest of a panel)."""
     (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
     a = ax.xaxis if axis == "x" else ax.yaxis
-    a.set_major_locator(_LogTicks())
+    a.set_major_locator(_LogTicks(integer))
     a.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     a.set_minor_locator(NullLocator())
 
 
+def _y_from_lines(axes: list, ylog: bool) -> None:
+    """y limits of ``axes`` (one axis, or panels sharing it) from their lines alone, 5% margin: a
+    wide seed band (2 seeds: t = 12.7) runs off the axes instead of flattening its lines."""
+    _y_limits(axes, [ln.get_ydata() for ax in axes for ln in ax.get_lines()], ylog)
+
+
+def _y_limits(axes: list, values: list, ylog: bool) -> None:
+    """y limits of ``axes`` that hold ``values`` (arrays), with a 5% margin."""
+    ys = np.concatenate([np.asarray(v, dtype=np.float64).ravel() for v in values] or [np.zeros(0)])
+    ys = ys[np.isfinite(ys) & ((ys > 0) if ylog else True)]
+    if not len(ys):
+        return
+    lo, hi = ys.min(), ys.max()
+    if ylog:
+        f = (hi / lo) ** 0.05 if hi > lo else 1.1
+        lo, hi = lo / f, hi * f
+    else:
+        pad = 0.05 * (hi - lo) if hi > lo else 0.05 * abs(hi) or 0.05
+        lo, hi = lo - pad, hi + pad
+    for ax in axes:
+        ax.set_ylim(lo, hi)
+
+
 def _epoch_axis(ax) -> None:
-    _log_axis(ax, "x")
+    _log_axis(ax, "x", integer=True)
     ax.set_xlabel(EPOCH_LABEL)
 
 
@@ -189,7 +216,8 @@ def _draw_curve(ax, data: ReportData, group: str, line: Line, colour, label: str
     x = c["epoch"] + 1
     ax.plot(x, c["mean"], color=colour, lw=1.8, marker="o", ms=3, label=label)
     if (c["n"] > 1).any():
-        ax.fill_between(x, c["lo"], c["hi"], color=colour, alpha=0.18, lw=0)
+        lo = np.maximum(c["lo"], c["mean"] * 1e-6) if ylog else c["lo"]   # a band below 0: off the bottom of a log axis
+        ax.fill_between(x, lo, c["hi"], color=colour, alpha=0.18, lw=0)
     elif line.ci_key and data.has(line.ci_key):
         ci = data.curve(group, line.ci_key).set_index("epoch")["mean"].reindex(c["epoch"]).to_numpy()
         ax.fill_between(x, c["mean"] - ci, c["mean"] + ci, color=colour, alpha=0.18, lw=0)
@@ -204,12 +232,13 @@ def _draw_curve(ax, data: ReportData, group: str, line: Line, colour, label: str
 
 def seeds_text(data: ReportData) -> str:
     """What a line and its band are, for captions."""
-    n = sorted(set(data.seeds()))
+    n = sorted(set(data.runs_per_group()))
     if n == [1]:
         return "One run per line."
     ns = f"{n[0]}" if len(n) == 1 else f"{n[0]}-{n[-1]}"
     return (f"Lines: mean over the seeds of each point (n = {ns} seeds); bands: 95% Student-t "
-            f"interval of that mean, t(0.975, n-1) s / sqrt(n), across seeds.")
+            f"interval of that mean, t(0.975, n-1) s / sqrt(n), across seeds (axes are scaled to the "
+            f"lines; a wide band runs beyond them).")
 
 
 def _dropped_text(dropped: int) -> str:
@@ -247,11 +276,15 @@ def curves_figure(data: ReportData, name: str, title: str, panels: list[Panel], 
         _epoch_axis(ax)
         if p.ylog:
             _log_axis(ax, "y")
+        if not sharey:
+            _y_from_lines([ax], p.ylog)
         if len(panels) > 1:                 # one panel: the figure's title says it
             _title(ax, p.title)
         if not (sharey and ax.get_subplotspec().colspan.start > 0):
             ax.set_ylabel(p.ylabel)
         ax.grid(True, which="major", alpha=0.3)
+    if sharey:
+        _y_from_lines(axes, panels[0].ylog)
     extra = None
     if styles and any(ln.light_key and data.has(ln.light_key) for p in panels for ln in p.lines):
         extra = [Line2D([], [], color="0.3", lw=1.8, label=styles[0]),
@@ -313,7 +346,7 @@ def fewshot_figure(data: ReportData) -> list[ReportFigure]:
         lines = [Line(s.key(h), h, CYCLE[i % len(CYCLE)], ci_key=s.key(f"{h}_ci95"))
                  for i, h in enumerate(data.heads(s))]
         panels.append(Panel(s.title, lines, "accuracy"))
-    single = max(data.seeds()) == 1
+    single = max(data.runs_per_group()) == 1
     band = " Bands: 95% interval over the episodes (the run's own `_ci95`)." if single else ""
     return curves_figure(data, "fewshot", "Few-shot accuracy against epoch", panels,
                          "Mean k-way n-shot accuracy on the fixed episode set of each split, per head, "
@@ -406,7 +439,7 @@ def _safe(name: str) -> str:
 
 def param_figures(data: ReportData) -> list[ReportFigure]:
     """Final-epoch value of each headline metric against each swept numeric parameter: mean over
-    seeds with the 95% t interval, single runs as small points, Spearman over runs. Other swept
+    seeds with the 95% t interval, single runs as crosses, Spearman over runs. Other swept
     parameters that vary independently give one line each."""
     out = []
     runs = data.wide.drop_duplicates("run").set_index("run")
@@ -423,6 +456,7 @@ def param_figures(data: ReportData) -> list[ReportFigure]:
             f = data.final(k).rename("value").to_frame()
             f["x"] = pd.to_numeric(runs.loc[f.index, p])
             f["line"] = line_ids.loc[f.index]
+            shown = []                    # y limits from the runs and the means: 2-seed t intervals are wide
             for lab in labels:
                 d = f[f["line"] == lab]
                 if d.empty:
@@ -438,23 +472,26 @@ def param_figures(data: ReportData) -> list[ReportFigure]:
                 name = (f"{', '.join(others)} = {lab}: " if lab else "") + \
                     f"Spearman {'n/a' if rho is None else f'{rho:+.2f}'}"
                 ax.errorbar(xs, mean, yerr=np.where(np.isfinite(half), half, 0), color=colours[lab], marker="o",
-                            ms=4, capsize=3, lw=1.5, label=name)
-                ax.scatter(d["x"], d["value"], s=9, color=colours[lab], alpha=0.35, edgecolors="none")
+                            ms=5, capsize=3, lw=1.5, elinewidth=0.8, ecolor=(*to_rgb(colours[lab]), 0.5), label=name)
+                ax.scatter(d["x"], d["value"], s=16, color=colours[lab], alpha=0.7, marker="x", linewidths=1)
+                shown += [mean, d["value"]]
             if xlog:
                 _log_axis(ax, "x")
                 grid = np.unique(f["x"])
                 if len(grid) <= 8:                    # label the grid values themselves
                     ax.set_xticks(grid, [f"{v:g}" for v in grid])
-            if k.endswith(("cdnv", "cdnv_debiased", "nc1")):
+            ylog = k.endswith(("cdnv", "cdnv_debiased", "nc1"))
+            if ylog:
                 _log_axis(ax, "y")
+            _y_limits([ax], shown, ylog)
             _title(ax, k, 9)
             ax.set_xlabel(p + (" (log)" if xlog else ""))
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize=7, loc="best", handlelength=1.2)
         title = f"Final-epoch metrics against {p}"
         caption = (f"Value at each run's last recorded epoch against {p}. Large markers: mean over seeds with "
-                   f"the 95% Student-t interval across seeds (error bars; none with one seed); small markers: "
-                   f"single runs. Spearman's rank correlation over the runs in each legend. CDNV is the "
+                   f"the 95% Student-t interval across seeds (error bars, which may run beyond the axes; none "
+                   f"with one seed); crosses: single runs. Spearman's rank correlation over the runs in each legend. CDNV is the "
                    f"debiased estimator where recorded."
                    + (f" One line per value of {', '.join(others)}." if others else ""))
         out.append(ReportFigure(f"final_vs_{_safe(p)}", title, caption, _render(fig, title), corr))
