@@ -268,7 +268,8 @@ def test_several_runs_group_by_their_differing_config(run_dir, tmp_path):
     assert [(g.label, g.runs) for g in same.groups] == [("all runs", ["s0", "s1"])] and same.params == []
 
 
-@pytest.mark.parametrize("case", ["missing", "not-a-run", "out-is-file", "out-is-foreign", "bad-analysis"])
+@pytest.mark.parametrize("case", ["missing", "not-a-run", "no-records", "out-is-file", "out-is-foreign", "out-is-a-run",
+                                  "bad-analysis"])
 def test_bad_inputs_exit_2_and_write_nothing(case, run_dir, sweep_dir, tmp_path, capsys):
     out = tmp_path / "out"
     args = ["report", str(run_dir), "--out", str(out)]
@@ -277,6 +278,12 @@ def test_bad_inputs_exit_2_and_write_nothing(case, run_dir, sweep_dir, tmp_path,
     elif case == "not-a-run":
         (tmp_path / "empty").mkdir()
         args[1] = str(tmp_path / "empty")
+    elif case == "no-records":                   # started, nothing recorded yet
+        shutil.copytree(run_dir, tmp_path / "new", ignore=shutil.ignore_patterns("report"))
+        (tmp_path / "new" / "metrics.jsonl").write_text("")
+        args[1] = str(tmp_path / "new")
+    elif case == "out-is-a-run":                 # a report never replaces a folder of other files
+        shutil.copytree(run_dir, out, ignore=shutil.ignore_patterns("report"))
     elif case == "out-is-file":
         out.write_text("x")
     elif case == "out-is-foreign":
@@ -293,5 +300,6 @@ def test_bad_inputs_exit_2_and_write_nothing(case, run_dir, sweep_dir, tmp_path,
     assert err.startswith("nclab: error: ") and err.count("\n") == 1
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
     assert {"missing": "no such directory", "not-a-run": "not a run, experiment or sweep directory",
-            "out-is-file": "is not a directory", "out-is-foreign": "not part of an nclab report",
+            "no-records": "no run has written a record yet", "out-is-file": "is not a directory",
+            "out-is-foreign": "not part of an nclab report", "out-is-a-run": "not part of an nclab report",
             "bad-analysis": "analysis.json: expected"}[case] in err

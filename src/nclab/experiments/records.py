@@ -45,6 +45,11 @@ class RunInfo:
     source: Path | None = None
     config: dict = field(default_factory=dict, repr=False)   # config.yaml as plain data
 
+    @property
+    def bare(self) -> bool:
+        """Given as its own directory, not through an experiment's or sweep's manifest."""
+        return self.source is None or self.source == self.path
+
     def to_dict(self) -> dict:
         return {"name": self.name, "path": str(self.path), "seed": self.seed, "params": dict(self.params),
                 "source": None if self.source is None else str(self.source)}

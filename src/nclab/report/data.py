@@ -9,6 +9,7 @@ with two seeds of one config gives one point of two seeds.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from nclab.errors import NclabError
-from nclab.experiments.records import MANIFEST, RunInfo, find_runs, wide_frame
+from nclab.experiments.records import RunInfo, find_runs, wide_frame
 
 SPLITS = ("train", "test", "val", "novel")
 FEWSHOT_KEY = re.compile(r"^(train|test|val|novel)/fewshot/(\d+)w(\d+)s/([^/]+)$")
@@ -73,8 +74,7 @@ def _flat(cfg: dict, prefix: str = "") -> dict[str, Any]:
 
 def _bare_params(runs: list[RunInfo]) -> dict[str, dict]:
     """Parameters of runs given as bare directories: the config keys that differ between them."""
-    bare = [r for r in runs if not (r.source / MANIFEST).is_file()]
-    flat = {r.name: _flat(r.config) for r in bare}
+    flat = {r.name: _flat(r.config) for r in runs if r.bare}
     keys = sorted({k for f in flat.values() for k in f} - {"trainer.seed"})
     varying = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flat.values()}) > 1]
     return {name: {k: f.get(k) for k in varying} for name, f in flat.items()}
@@ -92,46 +92,44 @@ class ReportData:
         self.paths = [Path(p) for p in paths]
         runs = find_runs(self.paths)
         bare = _bare_params(runs)
-        runs = [RunInfo(r.name, r.path, r.seed, {**r.params, **bare.get(r.name, {})}, r.source, r.config)
-                if r.name in bare else r for r in runs]
-        self.runs = runs
+        runs = [dataclasses.replace(r, params={**r.params, **bare[r.name]}) if r.name in bare else r for r in runs]
         self.wide = wide_frame(runs)
         if self.wide.empty:
             raise NclabError(f"{', '.join(map(str, self.paths))}: no run has written a record yet "
                              f"(metrics.jsonl is empty or missing)")
         with_records = set(self.wide["run"])
         self.runs = [r for r in runs if r.name in with_records]
-        self.params = [c for c in self.wide.columns[2:list(self.wide.columns).index("epoch")]]
-        self.metrics = list(self.wide.columns[list(self.wide.columns).index("step") + 1:])
-        several_sources = len({r.source for r in self.runs if (r.source / MANIFEST).is_file()}) > 1
+        columns = list(self.wide.columns)            # run, seed, <params>, epoch, step, <metrics>
+        self.params = columns[2:columns.index("epoch")]
+        self.metrics = columns[columns.index("step") + 1:]
+        self.groups = self._grouped()
+        self.wide["group"] = self.wide["run"].map({run: g.label for g in self.groups for run in g.runs})
+
+    def _grouped(self) -> list[Group]:
+        """Runs with equal parameters (seed aside) from the same experiment or sweep form a point;
+        bare runs group by the config keys that differ between them. Sorted by parameter values
+        (numbers numerically), so lines and table rows follow the grid; labels unique."""
+        several_sources = len({r.source for r in self.runs if not r.bare}) > 1
         groups: dict[tuple, Group] = {}
-        of_run = {}
         for r in self.runs:
-            experiment = (r.source / MANIFEST).is_file()
-            gkey = (str(r.source) if experiment else "", json.dumps(r.params, sort_keys=True, default=str))
+            gkey = ("" if r.bare else str(r.source), json.dumps(r.params, sort_keys=True, default=str))
             if gkey not in groups:
                 label = ", ".join(f"{k}={_fmt(v)}" for k, v in r.params.items())
-                if experiment and (several_sources or not label):
+                if not r.bare and (several_sources or not label):
                     label = f"{r.source.name}: {label}" if label else r.source.name
                 groups[gkey] = Group(label or (r.name if len(self.runs) == 1 else "all runs"), [], dict(r.params))
             groups[gkey].runs.append(r.name)
-            of_run[r.name] = groups[gkey].label
-        self.groups = self._ordered(list(groups.values()))
-        self.wide["group"] = self.wide["run"].map(of_run)
 
-    def _ordered(self, groups: list[Group]) -> list[Group]:
-        """Groups sorted by their parameter values (numbers numerically), so lines and table rows
-        follow the grid; labels made unique."""
         def sort_key(g: Group):
             return [(0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, str(v))
                     for v in (g.params.get(p) for p in self.params)]
-        groups = sorted(groups, key=sort_key)
+        ordered = sorted(groups.values(), key=sort_key)
         seen: dict[str, int] = {}
-        for g in groups:
+        for g in ordered:
             seen[g.label] = seen.get(g.label, 0) + 1
             if seen[g.label] > 1:
                 g.label = f"{g.label} ({seen[g.label]})"
-        return groups
+        return ordered
 
     # --- what is there ------------------------------------------------------------------------
 
@@ -168,6 +166,16 @@ class ReportData:
                 out.append(m[2])
         return out
 
+    def bound_points(self) -> list[tuple[FewshotSetting, pd.DataFrame]]:
+        """Per few-shot setting with Galanti's bound recorded: every (run, epoch) with both the
+        measured NCC error and the bound term, as columns ``error``, ``term``."""
+        out = []
+        for s in self.fewshot_settings():
+            if self.has(s.key("bound")) and self.has(s.key("ncc_error")):
+                d = self.wide[[s.key("ncc_error"), s.key("bound")]].dropna()
+                out.append((s, d.set_axis(["error", "term"], axis=1)))
+        return out
+
     def transfer_split(self) -> str | None:
         """The split few-shot transfer is reported on: novel, else val."""
         splits = {s.split for s in self.fewshot_settings()}
@@ -194,10 +202,9 @@ class ReportData:
 
     # --- values -------------------------------------------------------------------------------
 
-    def group(self, label: str, columns: list[str] | None = None) -> pd.DataFrame:
-        """The group's rows of the wide table (only ``columns`` when given: much cheaper)."""
-        rows = self.wide["group"].to_numpy() == label
-        return self.wide.loc[rows] if columns is None else self.wide.loc[rows, columns]
+    def group(self, label: str) -> pd.DataFrame:
+        """The group's rows of the wide table."""
+        return self.wide[self.wide["group"] == label]
 
     @functools.cached_property
     def _epoch_stats(self) -> dict[str, pd.DataFrame]:

@@ -211,6 +211,8 @@ def _draw_curve(ax, data: ReportData, group: str, line: Line, colour, label: str
     ``ci_key`` band) and the light companion; returns the points left out of log axes."""
     dropped = 0
     c = data.curve(group, line.key)
+    if c.empty:                               # this group never recorded the metric
+        return 0
     if ylog:
         c, dropped = _positive(c, ["mean"])
     x = c["epoch"] + 1
@@ -267,12 +269,10 @@ def curves_figure(data: ReportData, name: str, title: str, panels: list[Panel], 
     dropped = 0
     for ax, p in zip(axes, panels):
         for i, ln in enumerate(p.lines):
-            if len(groups) > 1:
-                for g in groups:
-                    if data.group(g, [ln.key]).notna().any().iloc[0]:
-                        dropped += _draw_curve(ax, data, g, ln, colours[g], g, p.ylog)
-            else:
-                dropped += _draw_curve(ax, data, groups[0], ln, ln.colour or CYCLE[i % len(CYCLE)], ln.label, p.ylog)
+            series = ([(g, colours[g], g) for g in groups] if len(groups) > 1 else
+                      [(groups[0], ln.colour or CYCLE[i % len(CYCLE)], ln.label)])
+            for g, colour, label in series:
+                dropped += _draw_curve(ax, data, g, ln, colour, label, p.ylog)
         _epoch_axis(ax)
         if p.ylog:
             _log_axis(ax, "y")
@@ -398,10 +398,10 @@ def cdnv_fewshot_figure(data: ReportData) -> list[ReportFigure]:
     for ax, (s, ck) in zip(axes, panels):
         for i, h in enumerate(data.heads(s)):
             d = data.wide[[ck, s.key(h)]].dropna()
-            d, n_out = _positive(d, [ck])
-            dropped += n_out
             sp = spearman(d[ck], d[s.key(h)])
             rho, n = sp["rho"], sp["n"]
+            d, n_out = _positive(d, [ck])
+            dropped += n_out
             corr.append({"x": ck, "y": s.key(h), "over": "runs x probed epochs", "n": n, "rho": rho})
             ax.scatter(d[ck], d[s.key(h)], s=12, alpha=0.6, color=CYCLE[i % len(CYCLE)], edgecolors="none",
                        label=f"{h}: Spearman {'n/a' if rho is None else f'{rho:+.2f}'} (n={n})")
@@ -419,10 +419,10 @@ def cdnv_fewshot_figure(data: ReportData) -> list[ReportFigure]:
     return [ReportFigure("cdnv_vs_fewshot", title, caption, _render(fig, title), corr)]
 
 
-def _log_spaced(values: np.ndarray) -> bool:
+def _log_spaced(grid: np.ndarray) -> bool:
     """Whether a grid is better read on a log axis: all positive and spanning a factor >= 10, or
     closer to evenly spaced in log than in linear terms."""
-    v = np.unique(values.astype(np.float64))
+    v = np.unique(grid.astype(np.float64))
     if len(v) < 2 or v[0] <= 0:
         return False
     if v[-1] / v[0] >= 10:
@@ -447,7 +447,8 @@ def param_figures(data: ReportData) -> list[ReportFigure]:
     for p in data.swept() if panels else []:
         others = [q for q in data.params if q != p and runs.groupby(p)[q].nunique(dropna=False).max() > 1]
         fig, axes = _new_figure(len(panels), ncols=4, width=3.6, height=3.1)
-        xlog = _log_spaced(pd.to_numeric(runs[p]).to_numpy())
+        grid = np.unique(pd.to_numeric(runs[p]).to_numpy())
+        xlog = _log_spaced(grid)
         line_ids = runs[others].astype(str).agg(", ".join, axis=1) if others else pd.Series("", index=runs.index)
         labels = sorted(set(line_ids), key=list(line_ids).index)
         colours = {lab: CYCLE[i % len(CYCLE)] for i, lab in enumerate(labels)}
@@ -477,7 +478,6 @@ def param_figures(data: ReportData) -> list[ReportFigure]:
                 shown += [mean, d["value"]]
             if xlog:
                 _log_axis(ax, "x")
-                grid = np.unique(f["x"])
                 if len(grid) <= 8:                    # label the grid values themselves
                     ax.set_xticks(grid, [f"{v:g}" for v in grid])
             ylog = k.endswith(("cdnv", "cdnv_debiased", "nc1"))
@@ -491,8 +491,8 @@ def param_figures(data: ReportData) -> list[ReportFigure]:
         title = f"Final-epoch metrics against {p}"
         caption = (f"Value at each run's last recorded epoch against {p}. Large markers: mean over seeds with "
                    f"the 95% Student-t interval across seeds (error bars, which may run beyond the axes; none "
-                   f"with one seed); crosses: single runs. Spearman's rank correlation over the runs in each legend. CDNV is the "
-                   f"debiased estimator where recorded."
+                   f"with one seed); crosses: single runs. Spearman's rank correlation over the runs in each "
+                   f"legend. CDNV is the debiased estimator where recorded."
                    + (f" One line per value of {', '.join(others)}." if others else ""))
         out.append(ReportFigure(f"final_vs_{_safe(p)}", title, caption, _render(fig, title), corr))
     return out
@@ -500,20 +500,19 @@ def param_figures(data: ReportData) -> list[ReportFigure]:
 
 def bound_figure(data: ReportData) -> list[ReportFigure]:
     """Galanti's bound term against the measured NCC error, every run, probed epoch and setting."""
-    settings = [s for s in data.fewshot_settings() if data.has(s.key("bound")) and data.has(s.key("ncc_error"))]
-    if not settings:
+    points = data.bound_points()
+    if not points:
         return []
     fig, axes = _new_figure(1, width=6.4, height=5.0)
     ax = axes[0]
     lo, hi, dropped = math.inf, 0.0, 0
-    for i, s in enumerate(settings):
-        d = data.wide[[s.key("ncc_error"), s.key("bound")]].dropna()
-        err, term = d[s.key("ncc_error")], d[s.key("bound")]
-        above = float((term > err).mean()) if len(d) else math.nan
-        d, n_out = _positive(d, list(d.columns))
+    for i, (s, d) in enumerate(points):
+        above = float((d["term"] > d["error"]).mean()) if len(d) else math.nan
+        n = len(d)
+        d, n_out = _positive(d, ["error", "term"])
         dropped += n_out
-        ax.scatter(d.iloc[:, 0], d.iloc[:, 1], s=14, alpha=0.6, color=CYCLE[i % len(CYCLE)], edgecolors="none",
-                   label=f"{s.title}: term > error in {100 * above:.0f}% (n={len(err)})")
+        ax.scatter(d["error"], d["term"], s=14, alpha=0.6, color=CYCLE[i % len(CYCLE)], edgecolors="none",
+                   label=f"{s.title}: term > error in {100 * above:.0f}% (n={n})")
         if len(d):
             lo, hi = min(lo, d.min().min()), max(hi, d.max().max())
     if hi > 0:                              # the same range on both axes, so that y = x is the diagonal

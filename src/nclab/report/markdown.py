@@ -98,11 +98,8 @@ def correlation_table(correlations: list[dict]) -> list[Table]:
 def bound_table(data: ReportData) -> list[Table]:
     """How often Galanti's bound term lies above the measured NCC error, per split and setting."""
     rows = []
-    for s in data.fewshot_settings():
-        if not (data.has(s.key("bound")) and data.has(s.key("ncc_error"))):
-            continue
-        d = data.wide[[s.key("ncc_error"), s.key("bound")]].dropna()
-        err, term = d[s.key("ncc_error")], d[s.key("bound")]
+    for s, d in data.bound_points():
+        err, term = d["error"], d["term"]
         ratio = (term / err)[err > 0]
         rows.append([s.split, f"{s.way}", f"{s.shot}", str(len(d)), f"{100 * (term > err).mean():.1f}%",
                      num(ratio.median() if len(ratio) else None), num(err.median()), num(term.median())])
