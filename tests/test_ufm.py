@@ -278,6 +278,7 @@ def test_cli_imbalance_and_minority_collapse(tmp_path, capsys):
 
 @pytest.mark.parametrize("kwargs,fragment", [
     (dict(n_classes=1), "n_classes: expected at least 2"),
+    (dict(n_classes=4.5), "n_classes: expected a whole number"),
     (dict(dim=0), "dim: expected a positive"),
     (dict(n_per_class=0), "n_per_class: expected at least 1"),
     (dict(n_classes=3, n_per_class=[2, 2]), "expected one size per class (3), got 2"),

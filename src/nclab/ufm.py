@@ -83,16 +83,16 @@ def global_minimiser(n_classes: int, n_per_class: int, dim: int, *, loss: str = 
     h_i = tau w_{y_i}/s, each sample alone minimising (1/N) CE + lambda_H/2 ||h||^2, so
     (s K/(K-1)) t/(1+t) = N lambda_H tau with t = (K-1) exp(-s K tau/(K-1)) (one root)."""
     K, n = int(n_classes), int(n_per_class)
+    b_ce = None if bias and lambda_b == 0 else 0.0            # CE: b = b 1 for any b when it is free
     if loss == "ce" and head == "learned" and dim >= K - 1:
         s = math.sqrt(n * lambda_W * lambda_H)
         if K * s >= 1:
-            return _minimiser(0.0, 0.0, None, "zero (weight decay exceeds the loss)", "Zhu et al. 2021, Thm 3.1")
+            return _minimiser(0.0, 0.0, b_ce, "zero (weight decay exceeds the loss)", "Zhu et al. 2021, Thm 3.1")
         beta = (K - 1) * s
         rho2 = (K - 1) / K * math.sqrt(n * lambda_H / lambda_W) * math.log((K - 1) * (1 - beta) / beta)
-        return _minimiser(math.sqrt(rho2), math.sqrt(lambda_W / (n * lambda_H) * rho2),
-                          0.0 if (bias and lambda_b > 0) or not bias else None, "simplex ETF",
+        return _minimiser(math.sqrt(rho2), math.sqrt(lambda_W / (n * lambda_H) * rho2), b_ce, "simplex ETF",
                           "Zhu et al. 2021, Thm 3.1")
-    if loss == "mse" and head == "learned" and (not bias or lambda_b == 0) and dim >= K - bias:
+    if loss == "mse" and head == "learned" and (not bias or lambda_b == 0) and dim >= (K - 1 if bias else K):
         s = math.sqrt(n * lambda_W * lambda_H)
         z = max(0.0, 1 - K * s / 2)
         frac = (K - 1) / K if bias else 1.0
@@ -103,7 +103,7 @@ def global_minimiser(n_classes: int, n_per_class: int, dim: int, *, loss: str = 
     if loss == "ce" and head == "etf" and dim >= K - 1:
         a, rate = etf_scale * K / (K - 1), K * n * lambda_H
         tau = brentq(lambda x: a * _softmax_other(K, a * x) - rate * x, 0.0, a / rate, xtol=1e-15, rtol=1e-15)
-        return _minimiser(float(etf_scale), tau, None, "features along the fixed simplex ETF",
+        return _minimiser(float(etf_scale), tau, b_ce, "features along the fixed simplex ETF",
                           "Zhu et al. 2021, Sec. 5")
     return None
 
@@ -187,9 +187,9 @@ class UFMResult:
         mask = torch.isin(self.labels, classes)
         z, t = logits[mask], self.labels[mask]
         margin = z.gather(1, t[:, None]).squeeze(1) - z.scatter(1, t[:, None], -math.inf).max(1).values
+        accuracy = tied_accuracy(logits, self.labels)[mask].mean().item()
         return {"classes": len(classes), "w_norm": rows["norm"], "w_cos": rows["cos"], "w_cos_max": rows["cos_max"],
-                "h_norm": mus["norm"], "h_cos": mus["cos"], "accuracy": tied_accuracy(logits, self.labels)[mask].mean().item(),
-                "margin": float(margin.mean())}
+                "h_norm": mus["norm"], "h_cos": mus["cos"], "accuracy": accuracy, "margin": float(margin.mean())}
 
     def to_dict(self) -> dict:
         summary = {"settings": self.settings, "class_sizes": self.class_sizes, "iterations": self.iterations,
@@ -313,6 +313,9 @@ def simulate(n_classes: int = 10, dim: int = 32, n_per_class: int | Sequence[int
     small (N x d x K), so torch and SciPy's BLAS run single-threaded: on the shared 2-core machine
     OpenBLAS threads made the default CE / MSE runs 2-4x slower (0.9 / 2.1 s against 1.4-2.5 /
     11.5 s at load 8)."""
+    for name, v in (("n_classes", n_classes), ("dim", dim), ("max_iter", max_iter), ("records", records)):
+        if v is not None and (isinstance(v, bool) or int(v) != v):
+            raise NclabError(f"{name}: expected a whole number, got {v!r}")
     sizes = _sizes(n_classes, n_per_class)
     if lr is not None and optimizer == "lbfgs":
         raise NclabError("lr: a step size is for optimizer 'gd'; L-BFGS chooses its steps by line search")
@@ -340,17 +343,18 @@ def simulate(n_classes: int = 10, dim: int = 32, n_per_class: int | Sequence[int
         obj, data, grad = problem(x)
         g = float(grad.norm())
         if not (math.isfinite(obj) and math.isfinite(g)):
-            raise NclabError(f"ufm: the objective diverged at iteration {it} (lr {lr} too large for gradient descent?)")
+            hint = f" (lr {lr} too large?)" if optimizer == "gd" else ""
+            raise NclabError(f"ufm: the objective diverged at iteration {it}{hint}")
         return obj, data, grad, g
 
-    def log(it: int, x: Tensor) -> tuple[float, float, float]:
-        obj, data, _, g = evaluate(it, x)
-        history.append(_snapshot(it, obj, data, g, *problem.split(x), y, K))
-        return obj, data, g
+    def log(it: int, x: Tensor) -> tuple[float, float, Tensor, float]:
+        out = evaluate(it, x)
+        history.append(_snapshot(it, out[0], out[1], out[3], *problem.split(x), y, K))
+        return out
 
     start = time.perf_counter()
     with cpu_workers(torch.device("cpu"), 1), threadpool_limits(1, user_api="blas"):
-        obj, data, g = log(0, x)
+        obj, data, grad, g = log(0, x)
         it = 0
         if optimizer == "lbfgs" and g > tol:
             def fun(v):
@@ -370,7 +374,6 @@ def simulate(n_classes: int = 10, dim: int = 32, n_per_class: int | Sequence[int
                                     "gtol": tol / math.sqrt(problem.size)})
             x = torch.from_numpy(out.x)
         elif optimizer == "gd":
-            grad = problem(x)[2]
             while it < max_iter and g > tol:
                 x = x - lr * grad
                 it += 1
@@ -378,9 +381,8 @@ def simulate(n_classes: int = 10, dim: int = 32, n_per_class: int | Sequence[int
                 if it in schedule:
                     log(it, x)
         if history[-1]["iteration"] != it:
-            obj, data, g = log(it, x)
-        else:
-            obj, data, g = (history[-1][k] for k in ("objective", "loss", "grad_norm"))
+            log(it, x)
+        obj, data, g = (history[-1][k] for k in ("objective", "loss", "grad_norm"))
         seconds = time.perf_counter() - start
         H, W, b = (None if v is None else v.clone() for v in problem.split(x))
         record = _measure(H, y, W, b, K)
