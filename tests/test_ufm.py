@@ -272,6 +272,11 @@ def test_cli_imbalance_and_minority_collapse(tmp_path, capsys):
     d = json.loads(out.read_text())
     assert [(r["ratio"], r["head"]) for r in d["rows"]] == [(1, "learned"), (1, "etf"), (20, "learned"), (20, "etf")]
     assert d["settings"]["bias"] is False and d["rows"][0]["n_major"] == 1
+    # one minority class has no pairwise cosine: printed as "-", null in JSON
+    assert main(["ufm", "--classes", "3", "--dim", "3", "--majority", "2", "--minority-collapse", "4",
+                 "--records", "2", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["rows"][0]["minor_w_cos"] is None
+    assert " - " in capsys.readouterr().out
 
 
 # --- bad inputs ----------------------------------------------------------------------------------

@@ -285,7 +285,7 @@ def _parser_ufm(sub) -> None:
     p.add_argument("--etf-scale", type=float, default=1.0, help="row norm of the fixed ETF head (default 1)")
     p.add_argument("--optimizer", choices=("lbfgs", "gd"), default="lbfgs",
                    help="L-BFGS with strong-Wolfe line search (default) or full-batch gradient descent")
-    p.add_argument("--lr", type=float, default=None, help="step size (default 1 for lbfgs, 0.5 for gd)")
+    p.add_argument("--lr", type=float, default=None, help="step size of gradient descent (default 0.5)")
     p.add_argument("--max-iter", type=int, default=None, help="iterations (default 10000 lbfgs, 100000 gd)")
     p.add_argument("--tol", type=float, default=1e-8, help="stop at this gradient 2-norm (default 1e-8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and of the fixed ETF")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 COLLAPSE_ROWS = [
@@ -72,6 +74,13 @@ def format_gc(rep, where: str) -> str:
     return "\n".join(lines)
 
 
+def _num(v, spec: str) -> str:
+    """``format(v, spec)``; "-" in the same width for an undefined value (a cosine of one row)."""
+    if v is not None:
+        return format(v, spec)
+    return format("-", ">" + re.match(r"[^\d.]*(\d*)", spec).group(1))
+
+
 def format_ufm(res) -> str:
     """A :class:`~nclab.ufm.UFMResult`: the history at logged iterations, the final collapse table,
     the closed-form minimiser beside the measured norms, and the majority / minority geometry."""
@@ -83,14 +92,10 @@ def format_ufm(res) -> str:
              f"{s['optimizer']} (seed {s['seed']})",
              f"{'iter':>6}{'objective':>13}{'grad norm':>11}{'acc':>7}{'NC1':>11}{'ETF err':>10}{'ETF err W':>11}"
              f"{'NC3':>10}{'mean |w|':>10}"]
-
-    def num(v, spec):
-        return format(v, spec) if v is not None else "-"
-
     for h in res.history:
         lines.append(f"{h['iteration']:>6}{h['objective']:>13.6g}{h['grad_norm']:>11.2e}{h['train_acc']:>7.3f}"
-                     f"{num(h['nc1'], '11.3e')}{num(h['nc2_etf_error'], '10.2e')}{num(h['nc2_etf_error_w'], '11.2e')}"
-                     f"{num(h['nc3'], '10.2e')}{np.mean(h['w_norms']):>10.4f}")
+                     f"{_num(h['nc1'], '11.3e')}{_num(h['nc2_etf_error'], '10.2e')}{_num(h['nc2_etf_error_w'], '11.2e')}"
+                     f"{_num(h['nc3'], '10.2e')}{np.mean(h['w_norms']):>10.4f}")
     state = "converged" if res.converged else "NOT converged"
     lines.append(f"{state}: gradient norm {res.grad_norm:.2e} (tol {s['tol']:g}) after {res.iterations} iterations, "
                  f"{res.seconds:.2f} s")
@@ -104,8 +109,8 @@ def format_ufm(res) -> str:
     for name in ("majority", "minority"):
         if name in res.geometry:
             q = res.geometry[name]
-            lines.append(f"  {name} ({q['classes']} classes): rows |w| {q['w_norm']:.4f} cos {num(q['w_cos'], '+.4f')}, "
-                         f"means |h| {q['h_norm']:.4f} cos {num(q['h_cos'], '+.4f')}, accuracy {q['accuracy']:.3f}, "
+            lines.append(f"  {name} ({q['classes']} classes): rows |w| {q['w_norm']:.4f} cos {_num(q['w_cos'], '+.4f')}, "
+                         f"means |h| {q['h_norm']:.4f} cos {_num(q['h_cos'], '+.4f')}, accuracy {q['accuracy']:.3f}, "
                          f"margin {q['margin']:.3g}")
     return "\n".join(lines)
 
@@ -119,8 +124,8 @@ def format_minority_collapse(res) -> str:
              f"{'R':>6} {'head':<8}{'minor cos w':>12}{'minor |w|':>10}{'major cos w':>12}{'major |w|':>10}"
              f"{'minor cos h':>12}{'minor |h|':>10}{'minor acc':>10}{'major acc':>10}{'minor margin':>13}  conv"]
     for r in res.rows:
-        lines.append(f"{r['ratio']:>6g} {r['head']:<8}{r['minor_w_cos']:>+12.4f}{r['minor_w_norm']:>10.4f}"
-                     f"{r['major_w_cos']:>+12.4f}{r['major_w_norm']:>10.4f}{r['minor_h_cos']:>+12.4f}"
+        lines.append(f"{r['ratio']:>6g} {r['head']:<8}{_num(r['minor_w_cos'], '+12.4f')}{r['minor_w_norm']:>10.4f}"
+                     f"{_num(r['major_w_cos'], '+12.4f')}{r['major_w_norm']:>10.4f}{_num(r['minor_h_cos'], '+12.4f')}"
                      f"{r['minor_h_norm']:>10.4f}{r['minor_accuracy']:>10.3f}{r['major_accuracy']:>10.3f}"
                      f"{r['minor_margin']:>13.3g}  {'yes' if r['converged'] else 'NO'}")
     return "\n".join(lines)
