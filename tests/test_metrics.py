@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import os
@@ -14,6 +15,7 @@ import nclab
 from nclab.errors import NclabError
 from nclab.metrics import ClassStats, cdnv, centred_pass, measure, measure_from_stats, pair_stats
 from nclab.metrics import collapse as collapse_mod
+from nclab.metrics.stats import class_moments
 
 REL = 1e-9
 
@@ -319,14 +321,20 @@ def test_exact_two_pass_mode_and_streaming_second_pass():
 def _gloo_worker(rank, world, port, X, y, out):
     import torch.distributed as dist
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60))
     try:
         st = ClassStats(7, X.shape[1], scatter=True)
         part = slice(0, 150) if rank == 0 else slice(150, None)
         st.update(torch.as_tensor(X[part]), torch.as_tensor(y[part]))
         m = st.compute()                                            # all-gathers and merges the states
         if rank == 0:
-            torch.save(dict(counts=m.counts, means=m.means, sqdev=m.sqdev, scatter=m.scatter), out)
+            # in-memory measure() and class_moments() are local: one rank alone (a probe) must not
+            # wait for the others in a collective, nor merge their data
+            rec = measure(X, y).to_dict()
+            n = int(class_moments(X, y, 7).counts.sum())
+            torch.save(dict(counts=m.counts, means=m.means, sqdev=m.sqdev, scatter=m.scatter,
+                            n_samples=rec["n_samples"], cdnv=rec["cdnv"], n=n), out)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
@@ -346,6 +354,7 @@ def test_two_process_gloo_all_reduce(tmp_path):
     one = _stats(X, y, 7, [0, len(y)]).compute()
     assert torch.equal(got["counts"], one.counts)
     assert _close(got["means"], one.means) and _close(got["sqdev"], one.sqdev) and _close(got["scatter"], one.scatter)
+    assert got["n_samples"] == got["n"] == len(y) and got["cdnv"] == measure(X, y).cdnv
 
 
 # --- precision, dimensions, tiling ---------------------------------------------------------------

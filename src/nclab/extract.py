@@ -81,7 +81,24 @@ def embed(model: Classifier, images: np.ndarray, preprocess: Preprocess, batch_s
     return torch.cat(feats).numpy() if feats else np.zeros((0, model.feature_dim), np.float32)
 
 
-def _classifier(model: Classifier) -> tuple[np.ndarray, np.ndarray]:
+@torch.no_grad()
+def embed_stages(model: Classifier, images: np.ndarray, preprocess: Preprocess,
+                 batch_size: int = 512) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Penultimate features (N x d float32) and every stage's globally pooled output
+    (``Backbone.intermediate``), from one pass. ``Backbone.forward`` is the pooled last stage,
+    so the penultimate features are the last stage's entry."""
+    p = next(model.parameters())
+    names = model.backbone.layer_names
+    parts: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    for x in eval_batches(images, preprocess, batch_size):
+        for n, h in model.intermediate(x.to(p.device, p.dtype), pooled=True).items():
+            parts[n].append(h.flatten(1).float().cpu())
+    stages = {n: torch.cat(v).numpy() for n, v in parts.items()}
+    return stages[names[-1]], stages
+
+
+def classifier_weights(model: Classifier) -> tuple[np.ndarray, np.ndarray]:
+    """The classifier (W, b) as float32 arrays (b = 0 for a head without bias)."""
     W = model.head.weight.detach().float().cpu().numpy()
     b = model.head.bias
     return W, (np.zeros(len(W), np.float32) if b is None else b.detach().float().cpu().numpy())
@@ -92,7 +109,7 @@ def features_of_split(loaded: LoadedRun, split: str) -> FeatureSet:
     F = embed(loaded.model, images.images, loaded.preprocess, loaded.config.trainer.eval_batch_size)
     W = b = None
     if split in ("train", "test"):
-        W, b = _classifier(loaded.model)
+        W, b = classifier_weights(loaded.model)
     return FeatureSet(F, images.labels, images.class_names, W, b)
 
 
@@ -122,7 +139,7 @@ def features_of_folder(loaded: LoadedRun, folder: str | os.PathLike, ink: str = 
     F = embed(loaded.model, x, pre, loaded.config.trainer.eval_batch_size)
     W = b = None
     if images.class_names == loaded.source_classes:
-        W, b = _classifier(loaded.model)
+        W, b = classifier_weights(loaded.model)
     return FeatureSet(F, images.labels, images.class_names, W, b)
 
 

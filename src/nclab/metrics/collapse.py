@@ -39,7 +39,7 @@ from nclab.parallel import parallel_map
 __all__ = [
     "CollapseRecord", "MeanGeometry", "PairStats", "measure", "measure_from_stats", "centred_pass",
     "mean_geometry", "nc1_pinv", "nc1_quotient", "cdnv", "pair_stats", "equinorm", "equiangularity",
-    "max_angle", "etf_error", "nc3", "nc3_zhu", "ncc_mismatch",
+    "max_angle", "etf_error", "nc3", "nc3_zhu", "ncc_accuracy", "ncc_mismatch",
 ]
 
 _EPS = float(torch.finfo(torch.float64).eps)
@@ -239,22 +239,18 @@ def pair_stats(A: Tensor, variances: Tensor | None = None, power: float = 2.0, c
             n_coinc += int(close.sum())
             room = max(0, max_listed - len(coincident))
             coincident += [(int(a), int(c)) for a, c in zip(pi[:room], pj[:room])]
-        def pair(t: Tensor) -> tuple[Tensor, Tensor]:
-            """Per-class values t_i, t_j of this tile's pairs, in the order of D."""
-            return t[i0:i1, None].expand_as(upper)[upper], t[None, i0:].expand_as(upper)[upper]
-
         if variances is not None:
             far = ~close
             den = D[far] ** (power / 2)
-            vi, vj = (v[far] for v in pair(variances))
+            vi = variances[i0:i1, None].expand_as(upper)[upper][far]
+            vj = variances[None, i0:].expand_as(upper)[upper][far]
             sym_m.add((vi + vj) / (2 * den))
             asym_m.add(torch.cat([vi / den, vj / den]))
         if debias is not None:
-            (si, sj), (ci, cj) = pair(s2), pair(corr)
-            Dc = D - ci - cj
+            Dc = D - (corr[i0:i1, None] + corr[None, i0:])[upper]
             keep = Dc > 0
             excluded += int((~keep).sum())
-            deb_m.add((si[keep] + sj[keep]) / (2 * Dc[keep] ** (power / 2)))
+            deb_m.add((s2[i0:i1, None] + s2[None, i0:])[upper][keep] / (2 * Dc[keep] ** (power / 2)))
     out = PairStats(cos_mean=cos_m.mean, cos_std=cos_m.std, maxangle=dev_m.abs_mean, min_dist=math.sqrt(min_d2),
                     coincident=coincident, n_coincident=n_coinc)
     if variances is not None:
@@ -361,6 +357,27 @@ def nc3(W: Tensor, M: Tensor) -> float:
 def nc3_zhu(W: Tensor, M: Tensor) -> float:
     """NC3 of Zhu et al. 2021: || W M^T/||W M^T||_F - (I - 11^T/K)/sqrt(K-1) ||_F."""
     return _etf_error_general(torch.as_tensor(W, dtype=torch.float64), torch.as_tensor(M, dtype=torch.float64))
+
+
+def ncc_accuracy(features, labels, means, chunk_rows: int = 4096) -> float:
+    """Fraction of samples whose nearest class mean is their own: argmin_c ||h - mu_c|| = y (the
+    NCC rule of Galanti et al. 2022). With the class means of the training samples and held-out
+    samples of the same classes, this is test collapse. float64 scores ||m_c||^2 - 2 (h - g).m_c
+    with m_c = mu_c - g and g the mean of the means, so far-from-origin features cancel nothing."""
+    mu = torch.as_tensor(np.asarray(means) if not isinstance(means, Tensor) else means).to(torch.float64)
+    X, y = _to_tensor(features, "features"), _to_tensor(labels, "labels")
+    if X.ndim != 2 or X.shape[1] != mu.shape[1] or y.shape != (len(X),) or len(X) == 0:
+        raise NclabError(f"ncc_accuracy: expected N x {mu.shape[1]} features and N labels, "
+                         f"got {tuple(X.shape)} and {tuple(y.shape)}")
+    g = mu.mean(0)
+    m = (mu - g).to(X.device)
+    m_sq = (m * m).sum(1)
+    correct = 0
+    for i in range(0, len(X), chunk_rows):
+        h = X[i:i + chunk_rows].to(torch.float64) - g.to(X.device)
+        pred = torch.argmin(m_sq[None, :] - 2 * h @ m.T, dim=1)
+        correct += int((pred == y[i:i + chunk_rows].to(pred.device)).sum())
+    return correct / len(X)
 
 
 def ncc_mismatch(ncc_pred: Tensor, net_pred: Tensor) -> float:
@@ -475,13 +492,15 @@ def _classifier(W, b, C: int, d: int, device) -> tuple[Tensor | None, Tensor | N
 
 
 def centred_pass(moments: ClassMoments, geometry: MeanGeometry | None = None, W=None, b=None,
-                 global_mean: str = "unweighted", rtol: float | None = None) -> CentredPass:
-    """The second-pass accumulator matching ``moments`` (feed it the same data again)."""
+                 global_mean: str = "unweighted", rtol: float | None = None, **metric_kwargs) -> CentredPass:
+    """The second-pass accumulator matching ``moments`` (feed it the same data again);
+    ``metric_kwargs`` go to the torchmetrics ``Metric`` (e.g. ``sync_on_compute``)."""
     used, _ = _used(moments)
     geo = geometry or mean_geometry(moments.means[used], moments.counts[used], global_mean, rtol)
     C, d = moments.means.shape
     W, b = _classifier(W, b, C, d, moments.means.device)
-    return CentredPass(moments.means[used], used, C, basis=geo.Vh.T.contiguous(), proj=geo.U * geo.S, W=W, b=b)
+    return CentredPass(moments.means[used], used, C, basis=geo.Vh.T.contiguous(), proj=geo.U * geo.S, W=W, b=b,
+                       **metric_kwargs)
 
 
 def _record(moments: ClassMoments, geo: MeanGeometry, quad: Tensor, sqdev: Tensor, ncc: dict | None,
@@ -662,10 +681,12 @@ def measure(features, labels, W=None, b=None, *, n_classes: int | None = None, g
             setattr(final, name, total)
         return final
 
-    # pass 1 needs only class sums: one common shift (first chunk's mean) keeps them exact
+    # pass 1 needs only class sums: one common shift (first chunk's mean) keeps them exact.
+    # sync_on_compute=False: these features are all the data; under torch.distributed (a probe on
+    # rank 0 of a DDP run) the accumulators must not all-gather other processes' states.
     shift = X[:rows].to(torch.float64).mean(0)
     try:
-        first = run(lambda: ClassStats(C, d, scatter=False, shift=shift))
+        first = run(lambda: ClassStats(C, d, scatter=False, shift=shift, sync_on_compute=False))
     except NclabError:
         for i in starts:                                   # name the row of the whole array
             check_finite(X[i:i + rows], offset=i)
@@ -673,7 +694,7 @@ def measure(features, labels, W=None, b=None, *, n_classes: int | None = None, g
     mom = first.compute()
     used, _ = _used(mom)
     geo = mean_geometry(mom.means[used], mom.counts[used], global_mean, rtol)
-    second = run_queued(lambda: centred_pass(mom, geo, Wt, bt))
+    second = run_queued(lambda: centred_pass(mom, geo, Wt, bt, sync_on_compute=False))
     res = second.compute()
     return _record(mom, geo, res["quad"], res["sqdev"], res, Wt, variance=variance, power=cdnv_power,
                    coincide_rtol=coincide_rtol, dtype=str(X.dtype).replace("torch.", ""), global_mean=global_mean)
