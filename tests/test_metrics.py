@@ -13,7 +13,7 @@ import torch
 
 import nclab
 from nclab.errors import NclabError
-from nclab.metrics import ClassStats, cdnv, centred_pass, measure, measure_from_stats, pair_stats
+from nclab.metrics import ClassStats, cdnv, centred_pass, measure, measure_from_stats, ncc_accuracy, pair_stats
 from nclab.metrics import collapse as collapse_mod
 from nclab.metrics.stats import class_moments
 
@@ -177,6 +177,21 @@ def test_closed_forms_isotropic_noise():
     assert rec["cdnv"] == pytest.approx(s ** 2 * d * (C - 1) / (2 * r ** 2 * C), rel=0.03)
     # the asymmetric mean over ordered pairs is the symmetric mean over unordered pairs (identity)
     assert rec["cdnv_asym"] == pytest.approx(rec["cdnv"], rel=1e-12)
+
+
+def test_ncc_accuracy_with_given_means():
+    rng = np.random.default_rng(23)
+    X, y, _, _ = random_problem(rng)
+    mu = np.stack([X[y == c].mean(0) for c in range(7)])
+    assert ncc_accuracy(X, y, mu) == measure(X, y).ncc_accuracy
+    # other means (test collapse: held-out samples against the training means): brute force
+    other = mu + rng.standard_normal(mu.shape) * 2
+    want = np.mean(((X[:, None, :] - other[None]) ** 2).sum(-1).argmin(1) == y)
+    assert ncc_accuracy(X, y, other, chunk_rows=13) == want
+    assert ncc_accuracy(X[y < 3], y[y < 3], other) == np.mean(
+        ((X[y < 3][:, None, :] - other[None]) ** 2).sum(-1).argmin(1) == y[y < 3])
+    with pytest.raises(NclabError, match="ncc_accuracy"):
+        ncc_accuracy(X[:, :3], y, mu)
 
 
 # --- the debiased CDNV ----------------------------------------------------------------------------
