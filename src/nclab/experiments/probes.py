@@ -97,7 +97,8 @@ def log_epochs(points: int, epochs: int) -> list[int]:
         return [epochs]
     out: list[int] = []
     for i, g in enumerate(np.geomspace(1, epochs, P)):
-        out.append(min(max(int(round(g)), out[-1] + 1 if out else 1), epochs - (P - 1 - i)))
+        e = max(int(round(g)), out[-1] + 1 if out else 1)       # distinct where rounding merges neighbours
+        out.append(min(e, epochs - (P - 1 - i)))                 # room for the points still to come
     return out
 
 
