@@ -54,7 +54,7 @@ def _parser_train(sub) -> None:
 
 
 def _cmd_train(args) -> int:
-    from nclab.train.run import resume_run, start_run
+    from nclab.experiments.training import resume, train
     overrides = list(args.overrides)
     config = args.config
     if config is not None and "=" in config and not config.endswith((".yaml", ".yml")):
@@ -63,9 +63,9 @@ def _cmd_train(args) -> int:
     if args.resume:
         if config or overrides:
             raise NclabError("--resume continues a run with its own config.yaml; give no config or overrides")
-        resume_run(args.resume)
+        resume(args.resume)
     else:
-        start_run(config, overrides, out=args.out)
+        train(config, overrides, out=args.out)
     return 0
 
 

@@ -9,6 +9,8 @@ import numpy as np
 COLLAPSE_ROWS = [
     ("cdnv", "CDNV (Galanti, symmetric, mean over pairs)"),
     ("cdnv_cov", "CDNV coefficient of variation"),
+    ("cdnv_debiased", "CDNV debiased (unbiased var., corrected dist.)"),
+    ("cdnv_debiased_excluded", "  pairs left out (corrected distance <= 0)"),
     ("nc1", "NC1 = Tr(Sigma_W Sigma_B^+)/K"),
     ("nc1_quotient", "Tr Sigma_W / Tr Sigma_B"),
     ("nc2_equinorm", "NC2 equinorm CoV (means)"),
