@@ -4,7 +4,11 @@ synthetic records table with known effects."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -159,9 +163,65 @@ def test_analysis_of_records_that_are_not_a_gc_sweep():
 
 
 def test_the_bootstraps_rank_correlation_is_scipys_spearman():
-    from nclab.experiments.stats import _average_ranks, _rank_correlation
+    from nclab.experiments.stats import _average_ranks, rank_correlation
     rng = np.random.default_rng(1)
     for n in (3, 9, 27, 200):
         x, y = rng.integers(0, 4, n).astype(float), rng.normal(size=n)        # ties in x
         assert np.array_equal(_average_ranks(x), scipy.stats.rankdata(x))
-        assert _rank_correlation(x, y) == pytest.approx(scipy.stats.spearmanr(x, y).statistic, abs=1e-14)
+        assert rank_correlation(x, y) == pytest.approx(scipy.stats.spearmanr(x, y).statistic, abs=1e-14)
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+NCLAB = [sys.executable, "-m", "nclab"]
+TINY = ["data.source_classes=12", "model.options.width=8", "train.epochs=1", "train.batch_size=32",
+        "trainer.progress=false", "probes.max_classes=30", "probes.fewshot.episodes=40", "probes.gc.max_samples=64",
+        "settings.base={lr: 0.05, batch: 32, l2: 0.0005, alpha: 0}", "settings.lr=[0.05, 0.1]", "settings.batch=[32]",
+        "settings.l2=[0.0005]", "settings.alpha=[0, 0.01]"]
+
+
+@pytest.mark.parametrize("item, message", [
+    ("settings.lr=[0.05, -0.1]", "settings.lr: expected a number > 0, got -0.1"),
+    ("settings.batch=64", "settings.batch: expected a non-empty list of values, got 64"),
+    ("settings.gamma=[1]", "unknown key 'gamma'"),
+])
+def test_bad_settings_on_the_command_line_exit_2_and_write_nothing(tmp_path, item, message):
+    p = subprocess.run(NCLAB + ["experiment", "gc-sweep", "--out", "exp", item], capture_output=True, text=True,
+                       cwd=tmp_path)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and message in p.stderr, p.stderr
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_tiny_gc_sweep_analysis_matches_the_records(tmp_path):
+    out = tmp_path / "exp"
+    p = subprocess.run(NCLAB + ["experiment", "gc-sweep", "--out", str(out), "--workers", "2", *TINY],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [q["name"] for q in manifest["points"]][::3] == ["base_seed=0", "lr=0.1_seed=0", "alpha=0.01_seed=0"]
+    final = {}
+    for q in manifest["points"]:
+        recs = [json.loads(line) for line in (out / q["run"] / "metrics.jsonl").read_text().splitlines()]
+        assert [r["epoch"] for r in recs] == [0, 1] and all(r["probe"] for r in recs)
+        assert ("reg_gc" in recs[-1]) == (q["params"]["gc_alpha"] > 0)
+        final[q["name"]] = recs[-1]
+    a = json.loads((out / "analysis.json").read_text())
+    s = a["summary"]
+    for setting, prefix in (("base", "base_"), ("lr=0.1", "lr=0.1_"), ("alpha=0.01", "alpha=0.01_")):
+        for key, measure in (("train/gc", "gc"), ("novel/cdnv_debiased", "cdnv_debiased"),
+                             ("novel/fewshot/5w5s/ncc", "acc_ncc"), ("novel/fewshot/5w5s/ridge", "acc_ridge"),
+                             ("train/geometric_collapse", "geometric_collapse")):
+            vals = [r[key] for name, r in final.items() if name.startswith(prefix)]
+            iv = s["settings"][setting][measure]
+            assert iv["n"] == 3 and iv["mean"] == pytest.approx(np.mean(vals), rel=1e-12)
+    gc = [r["train/gc"] for r in final.values()]
+    cdnv = [r["novel/cdnv_debiased"] for r in final.values()]
+    assert s["spearman"]["GC ~ CDNV"]["rho"] == pytest.approx(scipy.stats.spearmanr(gc, cdnv).statistic)
+    assert set(s["directions"]) == {"lr", "alpha"} and s["directions_compared"] == 6
+    # again: nothing is trained, the analysis is the same
+    stamps = {q: (out / "runs" / q / "summary.json").stat().st_mtime_ns for q in final}
+    p = subprocess.run(NCLAB + ["experiment", "gc-sweep", "--out", str(out), *TINY], capture_output=True, text=True)
+    assert p.returncode == 0 and "(9 finished already)" in p.stdout
+    assert stamps == {q: (out / "runs" / q / "summary.json").stat().st_mtime_ns for q in final}
+    assert json.loads((out / "analysis.json").read_text())["summary"] == s

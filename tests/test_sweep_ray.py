@@ -147,3 +147,19 @@ def test_sweep_on_a_ray_cluster_equals_the_local_pool(tmp_path, ray_cluster):
              cwd=tmp_path, env=env)
     assert p.returncode == 2 and "--threads 64: no node of the Ray cluster has that many CPUs" in p.stderr
     assert not (tmp_path / "big").exists()
+
+
+@pytest.mark.slow
+def test_experiment_on_a_ray_cluster(tmp_path, ray_cluster):
+    import json
+    address, env = ray_cluster
+    only_base = ["settings.base={lr: 0.05, batch: 32, l2: 0.0005, alpha: 0}", "settings.lr=[0.05]",
+                 "settings.batch=[32]", "settings.l2=[0.0005]", "settings.alpha=[0]"]
+    p = _cli("experiment", "gc-sweep", "--out", "exp", "--ray", address, "--threads", "1", *TINY,
+             "probes.max_classes=30", "probes.fewshot.episodes=40", "probes.gc.max_samples=64", *only_base,
+             cwd=tmp_path, env=env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    done = sorted(q.parent.name for q in (tmp_path / "exp" / "runs").glob("*/summary.json"))
+    assert done == ["base_seed=0", "base_seed=1", "base_seed=2"]
+    s = json.loads((tmp_path / "exp" / "analysis.json").read_text())["summary"]
+    assert s["runs"] == 3 and s["directions"] == {} and s["spearman"]["GC ~ CDNV"]["rho"] is None

@@ -42,7 +42,8 @@ import pandas as pd
 
 from nclab.errors import NclabError
 from nclab.experiments.recipes import expand_vars
-from nclab.experiments.stats import bootstrap_spearman, final_rows, fmt_interval, seed_interval, spearman, wide
+from nclab.experiments.stats import (bootstrap_spearman, final_rows, fmt_interval, rank_correlation, seed_interval,
+                                    spearman, wide)
 from nclab.experiments.sweep import Point, format_value
 
 # knob -> the parameter column holding its value (config key, or gc_alpha for the regulariser)
@@ -187,7 +188,7 @@ def direction(s: pd.DataFrame, knob: str, measure: str) -> dict:
     the per-seed differences)."""
     d = s[[knob, measure, "seed"]].dropna()
     rho = spearman(d[knob], d[measure])["rho"]
-    per_seed = {int(seed): spearman(g[knob], g[measure])["rho"] for seed, g in d.groupby("seed")}
+    per_seed = {int(seed): _rho(g[knob], g[measure]) for seed, g in d.groupby("seed")}
     lo, hi = d[knob].min(), d[knob].max()
     diffs = [g.loc[g[knob] == hi, measure].mean() - g.loc[g[knob] == lo, measure].mean()
              for _, g in d.groupby("seed")]
@@ -196,6 +197,13 @@ def direction(s: pd.DataFrame, knob: str, measure: str) -> dict:
     return {"rho": rho, "per_seed": per_seed, "sign": sign, "seeds_agreeing": int(agree),
             "seeds": len(per_seed), "change": seed_interval([x for x in diffs if math.isfinite(x)]),
             "values": [float(v) for v in sorted(d[knob].unique())]}
+
+
+def _rho(x: pd.Series, y: pd.Series) -> float | None:
+    """Spearman's rho of one seed's runs, defined from two distinct values on (+-1: the sign of
+    the change), None when either side is constant."""
+    x, y = x.to_numpy(np.float64), y.to_numpy(np.float64)
+    return rank_correlation(x, y) if len(x) >= 2 and np.ptp(x) > 0 and np.ptp(y) > 0 else None
 
 
 ARROW = {-1: "down", 0: "flat", 1: "up"}

@@ -56,7 +56,7 @@ def _average_ranks(a: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def _rank_correlation(x: np.ndarray, y: np.ndarray) -> float:
+def rank_correlation(x: np.ndarray, y: np.ndarray) -> float:
     """Spearman's rho as the Pearson correlation of average ranks (scipy.stats.spearmanr's
     statistic, without its per-call overhead: the bootstrap calls this thousands of times)."""
     rx, ry = _average_ranks(x), _average_ranks(y)
@@ -81,7 +81,7 @@ def bootstrap_spearman(x: Sequence[float], y: Sequence[float], groups: Sequence 
         idx = np.concatenate([members[k] for k in rng.integers(0, len(members), len(members))])
         xs, ys = x[idx], y[idx]
         if np.ptp(xs) > 0 and np.ptp(ys) > 0:
-            rhos.append(_rank_correlation(xs, ys))
+            rhos.append(rank_correlation(xs, ys))
     lo, hi = np.percentile(rhos, [2.5, 97.5]) if rhos else (None, None)
     return {**out, "lo": None if lo is None else float(lo), "hi": None if hi is None else float(hi)}
 
