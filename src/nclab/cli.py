@@ -273,6 +273,72 @@ def _cmd_sweep(args) -> int:
     return sweep_command(args)
 
 
+# --- ufm -----------------------------------------------------------------------------------------
+
+def _parser_ufm(sub) -> None:
+    p = sub.add_parser("ufm", help="the unconstrained features model: collapse at its global minimisers",
+                       description="Minimise the unconstrained features model (features H, classifier W, bias b "
+                                   "as free float64 variables; mean CE or MSE plus weight decay) and print the "
+                                   "collapse metrics along the way, beside the closed-form global minimiser when "
+                                   "one is known. --imbalance R: the first --majority classes get R times more "
+                                   "samples; --minority-collapse: sweep R for a learned and a fixed simplex-ETF head.")
+    p.add_argument("--classes", type=int, default=10, help="number of classes K (default 10)")
+    p.add_argument("--dim", type=int, default=32, help="feature dimension d (default 32)")
+    p.add_argument("--per-class", type=int, default=None,
+                   help="samples per class; the minority classes' n_B with --imbalance / --minority-collapse "
+                        "(default 20; 1 for --minority-collapse)")
+    p.add_argument("--loss", choices=("ce", "mse"), default="ce")
+    p.add_argument("--lambda-w", type=float, default=5e-4, help="weight decay of W (default 5e-4)")
+    p.add_argument("--lambda-h", type=float, default=5e-4, help="weight decay of H (default 5e-4)")
+    p.add_argument("--lambda-b", type=float, default=0.0, help="weight decay of b (default 0)")
+    p.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None,
+                   help="learn a bias b (default: on; off for --minority-collapse)")
+    p.add_argument("--head", choices=("learned", "etf"), default="learned",
+                   help="learned W, or W fixed to a simplex ETF (default learned)")
+    p.add_argument("--etf-scale", type=float, default=1.0, help="row norm of the fixed ETF head (default 1)")
+    p.add_argument("--optimizer", choices=("lbfgs", "gd"), default="lbfgs",
+                   help="L-BFGS with strong-Wolfe line search (default) or full-batch gradient descent")
+    p.add_argument("--lr", type=float, default=None, help="step size of gradient descent (default 0.5)")
+    p.add_argument("--max-iter", type=int, default=None, help="iterations (default 10000 lbfgs, 100000 gd)")
+    p.add_argument("--tol", type=float, default=1e-8, help="stop at this gradient 2-norm (default 1e-8)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and of the fixed ETF")
+    p.add_argument("--records", type=int, default=30, help="log-spaced iterations at which to measure (default 30)")
+    p.add_argument("--imbalance", type=float, default=None, metavar="R",
+                   help="n_A = R x n_B samples in each of the --majority classes")
+    p.add_argument("--majority", type=int, default=None, metavar="K_A",
+                   help="majority classes with --imbalance / --minority-collapse (default K // 2)")
+    p.add_argument("--minority-collapse", type=float, nargs="*", default=None, metavar="R",
+                   help="sweep these ratios (default 1 2 5 10 20 50 100 1000), learned against fixed ETF head")
+    p.add_argument("--json", dest="json_out", default=None, metavar="OUT",
+                   help="write the result as JSON (final metrics under nclab measure's keys)")
+    p.set_defaults(handler=_cmd_ufm)
+
+
+def _cmd_ufm(args) -> int:
+    from nclab.commands.ufm import ufm_command
+    return ufm_command(args)
+
+
+# --- report ------------------------------------------------------------------------------------
+
+def _parser_report(sub) -> None:
+    p = sub.add_parser("report", help="figures, tables and one HTML page of runs, experiments or sweeps",
+                       description="Draw the records of run, experiment or sweep directories (several may be "
+                                   "given): CDNV per split, few-shot accuracy, NC1-NC4, CDNV against accuracy, "
+                                   "metrics against a swept parameter, the bound against the NCC error, "
+                                   "per-stage curves, whichever the records hold. Writes PNG figures, "
+                                   "report.md, records.csv and a self-contained index.html.")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="a run, experiment or sweep directory")
+    p.add_argument("--out", default=None, help="report folder (default: DIR/report of the first DIR); "
+                                               "replaced if it holds an earlier report")
+    p.set_defaults(handler=_cmd_report)
+
+
+def _cmd_report(args) -> int:
+    from nclab.commands.report import report_command
+    return report_command(args)
+
+
 # --- entry point -------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -284,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for add in (_parser_quickstart, _parser_train, _parser_features, _parser_data, _parser_measure,
-                _parser_fewshot, _parser_gc, _parser_experiment, _parser_sweep):
+                _parser_fewshot, _parser_gc, _parser_experiment, _parser_sweep, _parser_ufm, _parser_report):
         add(sub)
     return parser
 
