@@ -155,8 +155,7 @@ def run_table(table: pd.DataFrame) -> pd.DataFrame:
         "acc_ncc": pick(f"novel/fewshot/{SHOT}/ncc", "test/ncc_acc"),
         "acc_ridge": _column(f, f"novel/fewshot/{SHOT}/ridge"),
     })
-    out["setting"] = [k if k == "base" else f"{k}={v:g}" for k, v in
-                      zip(out["knob"], [out.at[i, k] if k in KNOBS else 0 for i, k in out["knob"].items()])]
+    out["setting"] = [k if k == "base" else f"{k}={out.at[i, k]:g}" for i, k in out["knob"].items()]
     return out
 
 

@@ -143,12 +143,3 @@ class RayBackend:
         if self._ray is not None:
             self._ray.shutdown()
             self._ray = self._task = None
-
-    def __enter__(self) -> "RayBackend":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def to_dict(self) -> dict:
-        return {"address": self.address, "num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
