@@ -1,4 +1,4 @@
-"""Sweeps on Ray: bad backend arguments are refused before anything is written, and a small sweep
+"""Bad arguments of `nclab sweep` and its backends are refused before anything is written, and a small sweep
 on a local Ray cluster started with ``ray start --head`` gives the table of the local process pool
 (the cluster test skips only when ray is not importable; CI installs the ``ray`` extra)."""
 
@@ -59,6 +59,20 @@ def test_bad_backend_arguments_exit_2_and_write_nothing(tmp_path, args, message)
         assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
         assert message in p.stderr
         assert sorted(os.listdir(tmp_path)) == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--grid", "optim.lr"], "--grid 'optim.lr': expected key=value1,value2"),
+    (["--grid", "optim.lr=0.1,,0.2"], "expected comma-separated values"),
+    (["--grid", "optim.lr=0.1", "--seeds", "0"], "--seeds 0: expected a positive number of seeds"),
+    (["--grid", "optim.lrr=0.1"], "unknown config key 'optim.lrr'"),
+    (["--grid", "optim.lr=fast"], "optim.lr: expected a number, got 'fast'"),
+    (["--grid", "optim.lr=0.1", "--profile", "quick"], "--profile applies to experiment recipes"),
+])
+def test_bad_sweep_arguments_exit_2_and_write_nothing(tmp_path, args, message):
+    p = _cli("sweep", "quickstart", "--out", "sw", *args, *TINY, cwd=tmp_path)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and message in p.stderr, p.stderr
+    assert os.listdir(tmp_path) == []
 
 
 def test_unreachable_cluster_or_missing_ray_exit_2_and_write_nothing(tmp_path):
