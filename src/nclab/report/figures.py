@@ -449,10 +449,17 @@ def gc_transfer_figure(data: ReportData) -> list[ReportFigure]:
             if dc.empty:
                 continue
             ax.scatter(dc["train/gc"], dc[yk], s=14, alpha=0.45, color=colours[c], edgecolors="none")
-            for _, g in dc.groupby("group", sort=False):
+            # label each setting's mean by the parameters that vary within its colour (a knob's value)
+            varying = [p for p in data.params if p != colour_by and runs.loc[dc.index, p].nunique() > 1]
+            for label, g in dc.groupby("group", sort=False):
                 ix, iy = seed_interval(g["train/gc"]), seed_interval(g[yk])
                 ax.errorbar(ix["mean"], iy["mean"], xerr=ix["ci95_t"] or 0, yerr=iy["ci95_t"] or 0, color=colours[c],
                             marker="o", ms=6, capsize=2, elinewidth=0.8, ecolor=(*to_rgb(colours[c]), 0.6))
+                if varying:
+                    values = [runs.loc[g.index[0], p] for p in varying]
+                    text = ", ".join(f"{v:g}" if isinstance(v, (int, float)) else str(v) for v in values)
+                    ax.annotate(text, (ix["mean"], iy["mean"]), xytext=(4, 4), textcoords="offset points", fontsize=7,
+                                color=colours[c])
         _log_axis(ax, "x")
         if ylog:
             _log_axis(ax, "y")
@@ -465,7 +472,8 @@ def gc_transfer_figure(data: ReportData) -> list[ReportFigure]:
     title = "Source geometric complexity against novel-class collapse and few-shot accuracy"
     caption = (f"Munn et al. 2024, Fig. 4: each run's final source GC (the embedding's, on training samples) against "
                f"its final {ck} and its {s.title} {head} accuracy. Small dots: runs; large markers: the mean over "
-               f"the seeds of each setting with 95% t intervals in both directions; colour: {colour_by}. The "
+               f"the seeds of each setting with 95% t intervals in both directions, labelled with the parameter "
+               f"values that vary within its colour; colour: {colour_by}. The "
                f"paper's claim: lower GC goes with lower CDNV and higher accuracy.")
     return [ReportFigure("gc_vs_transfer", title, caption, _render(fig, title, rows), corr)]
 
