@@ -505,11 +505,15 @@ def param_figures(data: ReportData) -> list[ReportFigure]:
     panels = [k for k in data.headline() if len(data.final(k))]
     for p in data.swept() if panels else []:
         others = [q for q in data.params if q != p and runs.groupby(p)[q].nunique(dropna=False).max() > 1]
-        fig, axes = _new_figure(len(panels), ncols=4, width=3.6, height=3.1)
         grid = np.unique(pd.to_numeric(runs[p]).to_numpy())
         xlog = _log_spaced(grid)
         line_ids = runs[others].astype(str).agg(", ".join, axis=1) if others else pd.Series("", index=runs.index)
         labels = sorted(set(line_ids), key=list(line_ids).index)
+        # a line needs two values of p (one-factor-at-a-time designs hold p fixed on most lines)
+        labels = [lab for lab in labels if runs.loc[line_ids == lab, p].nunique() >= 2]
+        if not labels:
+            continue
+        fig, axes = _new_figure(len(panels), ncols=4, width=3.6, height=3.1)
         colours = {lab: CYCLE[i % len(CYCLE)] for i, lab in enumerate(labels)}
         corr = []
         for ax, k in zip(axes, panels):
