@@ -303,3 +303,35 @@ def test_bad_inputs_exit_2_and_write_nothing(case, run_dir, sweep_dir, tmp_path,
             "no-records": "no run has written a record yet", "out-is-file": "is not a directory",
             "out-is-foreign": "not part of an nclab report", "out-is-a-run": "not part of an nclab report",
             "bad-analysis": "analysis.json: expected"}[case] in err
+
+
+def test_gc_against_transfer_figure_one_colour_per_knob(run_dir, tmp_path):
+    """Munn et al.'s Fig. 4 from a gc-sweep-like experiment: final train/gc against the final novel
+    CDNV and the 5-shot accuracy; the Spearman it shows is that of the runs' last values."""
+    from nclab.report.data import ReportData
+    from nclab.report.figures import gc_transfer_figure
+    root = tmp_path / "exp"
+    points, finals = [], {}
+    rng = np.random.default_rng(3)
+    for knob, lr in (("base", 0.05), ("lr", 0.1), ("lr", 0.2)):
+        for seed in (0, 1):
+            name = f"{knob}={lr}_seed={seed}"
+            points.append({"name": name, "run": f"runs/{name}", "overrides": [],
+                           "params": {"knob": knob, "optim.lr": lr, "seed": seed}})
+            shutil.copytree(run_dir, root / "runs" / name)
+            recs = read_jsonl(root / "runs" / name / "metrics.jsonl")
+            for r in recs:
+                r["train/gc"] = float(rng.uniform(1, 100))
+                r["novel/cdnv_debiased"] *= float(rng.uniform(0.5, 1.5))
+                r["novel/fewshot/2w5s/ncc"] *= float(rng.uniform(0.8, 1.0))
+            write_jsonl(root / "runs" / name / "metrics.jsonl", recs)
+            finals[name] = recs[-1]
+    (root / "manifest.json").write_text(json.dumps({"kind": "experiment", "name": "gc-sweep", "points": points}))
+    data = ReportData([root])
+    assert gc_transfer_figure(ReportData([run_dir])) == []            # no train/gc: no figure
+    fig, = gc_transfer_figure(data)
+    assert fig.name == "gc_vs_transfer" and fig.png.startswith(b"\x89PNG") and "colour: knob" in fig.caption
+    gc = [r["train/gc"] for r in finals.values()]
+    for c, key in zip(fig.correlations, ("novel/cdnv_debiased", "novel/fewshot/2w5s/ncc")):
+        assert c["y"] == f"final {key}" and c["n"] == 6
+        assert c["rho"] == pytest.approx(scipy.stats.spearmanr(gc, [r[key] for r in finals.values()]).statistic)

@@ -212,6 +212,20 @@ def _cmd_gc(args) -> int:
 
 # --- experiments and sweeps ------------------------------------------------------------------
 
+def _backend_arguments(p) -> None:
+    p.add_argument("--workers", type=int, default=1, help="runs trained at the same time (processes); torch "
+                                                          "threads per run = cores / workers")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per run (default cores / workers); "
+                                                             "with --ray, the CPUs each run's Ray task takes")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run every point as a Ray task (pip install 'nclab[ray]'): alone, on a local Ray instance; "
+                        "with HOST:PORT, on that running cluster (the directory must be on storage every node "
+                        "shares)")
+    p.add_argument("--gpus", type=float, default=None, help="with --ray: GPUs per run (default: trainer.devices "
+                                                            "when the config's accelerator is cuda, or auto on a "
+                                                            "cluster with GPUs; else 0)")
+
+
 def _parser_experiment(sub) -> None:
     p = sub.add_parser("experiment", help="run one of the papers' experiments (a recipe) and analyse it",
                        description="Run a recipe of configs/experiments/ (nc-transfer, source-classes, ...) into "
@@ -224,7 +238,7 @@ def _parser_experiment(sub) -> None:
     p.add_argument("--profile", default="quick", help="quick (2 CPU cores, default), paper (GPU), or another "
                                                      "profile of the recipe")
     p.add_argument("--out", default=None, help="experiment directory (default experiments/NAME-PROFILE)")
-    p.add_argument("--workers", type=int, default=1, help="runs trained at the same time (processes)")
+    _backend_arguments(p)
     p.add_argument("--dry-run", action="store_true", help="print the runs and their overrides; write nothing")
     p.add_argument("--list", action="store_true", help="list the experiments and their profiles")
     p.set_defaults(handler=_cmd_experiment)
@@ -249,8 +263,7 @@ def _parser_sweep(sub) -> None:
                    help="a swept config key and its values (repeat for more keys)")
     p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 per grid point (default: the config's)")
     p.add_argument("--out", required=True, help="sweep directory (created, or continued)")
-    p.add_argument("--workers", type=int, default=1, help="runs trained at the same time (processes); torch "
-                                                          "threads per process = cores / workers")
+    _backend_arguments(p)
     p.add_argument("--profile", default=None, help="with a recipe: its profile (default quick)")
     p.set_defaults(handler=_cmd_sweep)
 
@@ -345,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    if "=" in (getattr(args, "ray", None) or ""):   # `--ray key=value`: a bare --ray, then an override
+        args.overrides = [*args.overrides, args.ray]
+        args.ray = "local"
     # key=value items may also come after options (`data info omniglot --root D split=vinyals`).
     for dest in ("overrides", "options"):
         if extra and hasattr(args, dest):

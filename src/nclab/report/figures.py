@@ -419,6 +419,65 @@ def cdnv_fewshot_figure(data: ReportData) -> list[ReportFigure]:
     return [ReportFigure("cdnv_vs_fewshot", title, caption, _render(fig, title), corr)]
 
 
+def gc_transfer_figure(data: ReportData) -> list[ReportFigure]:
+    """Munn et al. 2024, Fig. 4: final source GC (train/gc) against the final transfer-split
+    CDNV and against few-shot accuracy (the most shots, NCC or the first head), one point per
+    run and one mean per group with 95% t intervals in both directions; one colour per value of
+    a categorical parameter (a gc-sweep's ``knob``), else per group."""
+    split = data.transfer_split()
+    ck = data.cdnv_key(split) if split else None
+    settings = [s for s in data.fewshot_settings() if s.split == split and data.heads(s)]
+    if not data.has("train/gc") or ck is None or not settings:
+        return []
+    s = max(settings, key=lambda x: (x.shot, -x.way))
+    head = "ncc" if "ncc" in data.heads(s) else data.heads(s)[0]
+    ak = s.key(head)
+    runs = data.wide.drop_duplicates("run").set_index("run")
+    categorical = [p for p in data.params if not pd.api.types.is_numeric_dtype(runs[p])]
+    colour_by = categorical[0] if categorical else "group"
+    f = data.finals[["train/gc", ck, ak]].join(runs[[colour_by, "group"]]).dropna(subset=["train/gc"])
+    cats = list(dict.fromkeys(f[colour_by].astype(str)))
+    colours = {c: CYCLE[i % len(CYCLE)] for i, c in enumerate(cats)}
+    fig, axes = _new_figure(2, ncols=2, width=4.8, height=3.8)
+    corr = []
+    for ax, (yk, ylabel, ylog) in zip(axes, ((ck, f"{ck} (log)", True), (ak, f"{s.title} {head} accuracy", False))):
+        d = f[["train/gc", yk, colour_by, "group"]].dropna()
+        sp = spearman(d["train/gc"], d[yk])
+        corr.append({"x": "final train/gc", "y": f"final {yk}", "over": "runs", "n": sp["n"], "rho": sp["rho"]})
+        for c in cats:
+            dc = d[d[colour_by].astype(str) == c]
+            if dc.empty:
+                continue
+            ax.scatter(dc["train/gc"], dc[yk], s=14, alpha=0.45, color=colours[c], edgecolors="none")
+            # label each setting's mean by the parameters that vary within its colour (a knob's value)
+            varying = [p for p in data.params if p != colour_by and runs.loc[dc.index, p].nunique() > 1]
+            for label, g in dc.groupby("group", sort=False):
+                ix, iy = seed_interval(g["train/gc"]), seed_interval(g[yk])
+                ax.errorbar(ix["mean"], iy["mean"], xerr=ix["ci95_t"] or 0, yerr=iy["ci95_t"] or 0, color=colours[c],
+                            marker="o", ms=6, capsize=2, elinewidth=0.8, ecolor=(*to_rgb(colours[c]), 0.6))
+                if varying:
+                    values = [runs.loc[g.index[0], p] for p in varying]
+                    text = ", ".join(f"{v:g}" if isinstance(v, (int, float)) else str(v) for v in values)
+                    ax.annotate(text, (ix["mean"], iy["mean"]), xytext=(4, 4), textcoords="offset points", fontsize=7,
+                                color=colours[c])
+        _log_axis(ax, "x")
+        if ylog:
+            _log_axis(ax, "y")
+        ax.set_xlabel("source GC, train/gc (log)")
+        ax.set_ylabel(ylabel)
+        _title(ax, f"Spearman {'n/a' if sp['rho'] is None else format(sp['rho'], '+.2f')} over {sp['n']} runs")
+        ax.grid(True, alpha=0.3)
+    handles = [Line2D([], [], color=colours[c], marker="o", ls="none", label=c) for c in cats]
+    rows = _legend_below(fig, axes, handles, ncol=min(len(cats), 6))
+    title = "Source geometric complexity against novel-class collapse and few-shot accuracy"
+    caption = (f"Munn et al. 2024, Fig. 4: each run's final source GC (the embedding's, on training samples) against "
+               f"its final {ck} and its {s.title} {head} accuracy. Small dots: runs; large markers: the mean over "
+               f"the seeds of each setting with 95% t intervals in both directions, labelled with the parameter "
+               f"values that vary within its colour; colour: {colour_by}. The "
+               f"paper's claim: lower GC goes with lower CDNV and higher accuracy.")
+    return [ReportFigure("gc_vs_transfer", title, caption, _render(fig, title, rows), corr)]
+
+
 def _log_spaced(grid: np.ndarray) -> bool:
     """Whether a grid is better read on a log axis: all positive and spanning a factor >= 10, or
     closer to evenly spaced in log than in linear terms."""
@@ -446,11 +505,15 @@ def param_figures(data: ReportData) -> list[ReportFigure]:
     panels = [k for k in data.headline() if len(data.final(k))]
     for p in data.swept() if panels else []:
         others = [q for q in data.params if q != p and runs.groupby(p)[q].nunique(dropna=False).max() > 1]
-        fig, axes = _new_figure(len(panels), ncols=4, width=3.6, height=3.1)
         grid = np.unique(pd.to_numeric(runs[p]).to_numpy())
         xlog = _log_spaced(grid)
         line_ids = runs[others].astype(str).agg(", ".join, axis=1) if others else pd.Series("", index=runs.index)
         labels = sorted(set(line_ids), key=list(line_ids).index)
+        # a line needs two values of p (one-factor-at-a-time designs hold p fixed on most lines)
+        labels = [lab for lab in labels if runs.loc[line_ids == lab, p].nunique() >= 2]
+        if not labels:
+            continue
+        fig, axes = _new_figure(len(panels), ncols=4, width=3.6, height=3.1)
         colours = {lab: CYCLE[i % len(CYCLE)] for i, lab in enumerate(labels)}
         corr = []
         for ax, k in zip(axes, panels):
@@ -592,8 +655,8 @@ def stage_figures(data: ReportData) -> list[ReportFigure]:
 
 
 FIGURES: list[Callable[[ReportData], list[ReportFigure]]] = [
-    training_figure, cdnv_figure, ncc_figure, fewshot_figure, cdnv_fewshot_figure, nc_figure, gc_figure,
-    param_figures, bound_figure, stage_figures]
+    training_figure, cdnv_figure, ncc_figure, fewshot_figure, cdnv_fewshot_figure, gc_transfer_figure, nc_figure,
+    gc_figure, param_figures, bound_figure, stage_figures]
 
 
 def all_figures(data: ReportData) -> list[ReportFigure]:
