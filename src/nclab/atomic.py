@@ -46,6 +46,8 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     p = Path(path)
     try:
         p.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise NclabError(f"{p}: cannot create output folder (a file of that name exists)") from None
     except OSError as e:
         raise NclabError(f"{p}: cannot create output folder ({e.strerror})") from None
     if not os.access(p, os.W_OK | os.X_OK):
@@ -61,8 +63,13 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     (``np.savez`` appends ``.npz`` otherwise).
     """
     target = Path(path)
+    if target.is_dir():
+        raise NclabError(f"{target}: is a directory; expected the path of a file to write")
     folder = ensure_writable_dir(target.parent if str(target.parent) else ".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + suffix, dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + suffix, dir=folder)
+    except OSError as e:
+        raise NclabError(f"{target}: cannot write here ({e.strerror})") from None
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_umask())        # mkstemp makes 0600; give the usual permissions

@@ -22,6 +22,7 @@ from nclab.fewshot.episodes import Episodes, EpisodeSampler
 from nclab.fewshot.heads import EpisodeHead, LogisticHead, NCCHead, RidgeHead, gram_rtol, make_head
 from nclab.fewshot.stats import confidence_interval
 from nclab.fewshot.transforms import apply_transform_, base_mean as _base_mean, check_transform
+from nclab.errors import check_finite
 from nclab.parallel import background, cpu_workers, empty, parallel_map, scratch
 
 ROW_KEYS = ("way", "shot", "query", "head", "episodes", "mean", "std", "ci95", "ci95_t")
@@ -44,10 +45,13 @@ class FewshotResult:
                                 for (n, h), acc in self.accuracies.items()}}
 
 
-def _features(features) -> torch.Tensor:
+def _features(features, finite: bool = True) -> torch.Tensor:
+    """The feature matrix as a float32 / float64 tensor, checked: N x d (d >= 1), finite."""
     x = features if torch.is_tensor(features) else torch.from_numpy(np.ascontiguousarray(features))
-    if x.ndim != 2 or not x.is_floating_point():
-        raise NclabError(f"features: expected a floating N x d matrix, got {x.dtype} shape {tuple(x.shape)}")
+    if x.ndim != 2 or not x.is_floating_point() or x.shape[1] == 0:
+        raise NclabError(f"features: expected a floating N x d matrix with d >= 1, got {x.dtype} shape {tuple(x.shape)}")
+    if finite:
+        check_finite(x)
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
@@ -398,15 +402,15 @@ class _Engine:
 
 def evaluate_episodes(features, labels, episodes: Episodes, heads=("ncc", "ridge", "logistic"),
                       transform: str = "l2", base_mean=None, chunk_size: int | None = None,
-                      _row_scale=None, _workers: int = 1) -> dict[str, np.ndarray]:
+                      _row_scale=None, _workers: int = 1, _checked: bool = False) -> dict[str, np.ndarray]:
     """Per-episode accuracies (fractions) of each head on ``episodes``: ``{head name: E-vector}``.
     (Internal: ``_row_scale``, a function returning 1/max(||x_i||, 1e-12) for all rows, to share
     it between calls with "l2"; ``_workers``, threads taking chunks of episodes, each with
-    single-threaded torch ops.)"""
-    x = _features(features)
+    single-threaded torch ops; ``_checked``, the features were checked finite by the caller.)"""
+    x = _features(features, finite=not _checked)
     y = _labels(labels, x.shape[0])
     episodes.check(y)
-    check_transform(transform, base_mean)
+    check_transform(transform, base_mean, x.shape[1])
     heads = _head_list(heads)
     if int(episodes.indices.min()) < 0 or int(episodes.indices.max()) >= x.shape[0]:
         raise NclabError(f"episodes: row indices must lie in 0..{x.shape[0] - 1} (the feature rows)")
@@ -430,7 +434,7 @@ def fewshot_report(features, labels, way: int = 5, shot: int | Sequence[int] = (
         raise NclabError("few-shot shot: expected at least one shot count")
     if base_mean is None and base_features is not None:
         base_mean = _base_mean(base_features)
-    check_transform(transform, base_mean)
+    check_transform(transform, base_mean, x.shape[1])
     given = {}
     for s in episode_sets or ():
         given[s.shot] = s
@@ -462,7 +466,7 @@ def fewshot_report(features, labels, way: int = 5, shot: int | Sequence[int] = (
                 ep = EpisodeSampler(way, n, query, episodes, seed).sample(y)
             result.episodes[n] = ep
             acc = evaluate_episodes(x, y, ep, heads, transform, base_mean, chunk_size, _row_scale=row_scale,
-                                    _workers=workers)
+                                    _workers=workers, _checked=True)
             for name in names:
                 result.accuracies[(n, name)] = acc[name]
                 result.rows.append({"way": way, "shot": n, "query": query, "head": name, "episodes": ep.n_episodes,

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nclab.errors import NclabError
-from nclab.metrics.stats import CentredPass, ClassMoments, ClassStats, check_finite
+from nclab.errors import NclabError, check_finite
+from nclab.metrics.stats import CentredPass, ClassMoments, ClassStats
 from nclab.parallel import parallel_map
 
 __all__ = [
@@ -295,6 +295,8 @@ def _etf_error_general(A: Tensor, B: Tensor) -> float:
             P = A[i0:i0 + rows] @ B.T
             fro2 += float((P * P).sum())
     inner = float((A * B).sum()) - float(A.sum(0) @ B.sum(0)) / K
+    if fro2 == 0:
+        return math.nan                   # A B^T = 0 (e.g. a zero classifier): no direction to compare
     return math.sqrt(max(0.0, 2 - 2 * inner / (math.sqrt(fro2) * math.sqrt(K - 1))))
 
 
@@ -446,6 +448,9 @@ def _record(moments: ClassMoments, geo: MeanGeometry, quad: Tensor, sqdev: Tenso
     used, dropped = _used(moments)
     n = moments.counts[used].to(torch.float64)
     N, K, d = int(n.sum()), len(used), moments.means.shape[1]
+    if geo.rank == 0:
+        raise NclabError(f"features: all {K} class means coincide (no between-class variation, e.g. constant "
+                         f"features); the collapse metrics are undefined")
     if variance == "unbiased":
         if bool((n < 2).any()):
             c = int(used[(n < 2).nonzero()[0, 0]])
@@ -558,8 +563,8 @@ def measure(features, labels, W=None, b=None, *, n_classes: int | None = None, g
         raise NclabError(f"labels: expected {len(X)} integer labels, got shape {tuple(y.shape)}")
     if y.is_floating_point() or y.dtype == torch.bool:
         raise NclabError(f"labels: expected integers, got {y.dtype}")
-    if len(X) == 0:
-        raise NclabError("features: no samples")
+    if len(X) == 0 or X.shape[1] == 0:
+        raise NclabError(f"features: expected at least one sample and one dimension, got shape {tuple(X.shape)}")
     y = y.to(device=X.device, dtype=torch.int64)
     if int(y.min()) < 0:
         raise NclabError(f"labels: expected values >= 0, got {int(y.min())}")
@@ -620,8 +625,7 @@ def measure(features, labels, W=None, b=None, *, n_classes: int | None = None, g
     try:
         first = run(lambda: ClassStats(C, d, scatter=False, shift=shift))
     except NclabError:
-        for i in starts:                                   # name the row of the whole array
-            check_finite(X[i:i + rows], offset=i)
+        check_finite(X)                                    # count and locate in the whole array
         raise
     mom = first.compute()
     used, _ = _used(mom)
