@@ -9,6 +9,7 @@ tracebacks.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable
 
 
@@ -54,3 +55,15 @@ def check_finite(a, what: str = "features", offset: int = 0) -> None:
         at = f"row {flat // a.shape[1] + offset}, column {flat % a.shape[1]}" if a.ndim == 2 else f"index {flat + offset}"
         raise NclabError(f"{what}: {n} non-finite value{'s' if n > 1 else ''} (NaN or inf), the first at {at}; "
                          f"expected finite numbers")
+
+
+def check_memory(nbytes: int, what: str) -> None:
+    """Refuse ``what`` when it needs more than this machine's physical memory (a mistyped size
+    should fail at once, not swap for an hour or be killed by the kernel)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):          # not knowable here: no check
+        return
+    if nbytes > total:
+        raise NclabError(f"{what}: needs {nbytes / 2 ** 30:,.1f} GiB, more than this machine's "
+                         f"{total / 2 ** 30:,.1f} GiB of memory")

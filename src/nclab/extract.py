@@ -48,7 +48,10 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "final", device: str 
     run = RunDir.open(run_dir)
     cfg, pre = run.config(), run.preprocess()
     source = run.data_info()["splits"]["train"]["class_names"]
-    model = build_model(cfg, pre, len(source))
+    try:
+        model = build_model(cfg, pre, len(source))
+    except NclabError as e:
+        raise NclabError(f"{run.config_path}: {e}") from None
     if checkpoint == "final":
         if not run.weights_path.exists():
             raise NclabError(f"{run.weights_path}: no final weights (the run has not finished; "

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nclab.errors import NclabError, check_finite
+from nclab.errors import NclabError, check_finite, check_memory
 from nclab.metrics.stats import CentredPass, ClassMoments, ClassStats
 from nclab.parallel import parallel_map
 
@@ -573,6 +573,7 @@ def measure(features, labels, W=None, b=None, *, n_classes: int | None = None, g
     C = n_classes if n_classes is not None else (int(np.shape(W)[0]) if W is not None else top)
     if top > C:
         raise NclabError(f"labels: expected values in 0..{C - 1}, got {top - 1}")
+    check_memory(8 * C * d * 4, f"class statistics of {C} classes x {d} dimensions (labels up to {top - 1})")
     Wt, bt = _classifier(W, b, C, d, X.device)
     # chunks of ~4 MiB of float64 stay in cache through the few element-wise passes of an update
     # and are recycled by the allocator (larger ones are mapped and page-faulted afresh each time);

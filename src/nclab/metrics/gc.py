@@ -192,6 +192,8 @@ def per_sample_gc(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, pr
         raise NclabError(f"probes must be a positive integer or None (exact), got {probes!r}")
     if probes is None and out_dims is not None:
         raise NclabError("out_dims subsamples output dimensions of the estimator; give probes too")
+    if not isinstance(seed, int) or seed < 0:
+        raise NclabError(f"seed must be an integer >= 0, got {seed!r}")
     if sample_chunk < 1 or out_chunk < 1:
         raise NclabError(f"sample_chunk and out_chunk must be >= 1, got {sample_chunk}, {out_chunk}")
     n = len(x)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -63,14 +64,15 @@ def validate(cfg: RunConfig, data: PreparedData) -> None:
     check_schedule(cfg.schedule)
     build_regularizers(cfg.train.regularizers)
     pre = Preprocess(data.image_shape[0], data.channels, [0.0], [1.0])
-    model = build_model(cfg, pre, data.num_source_classes)
-    if model.feature_dim < 1:
-        raise NclabError(f"model.options={cfg.model.options}: the {cfg.model.backbone} backbone has "
-                         f"{model.feature_dim} features; expected at least 1")
     try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(2, pre.channels, pre.image_size, pre.image_size))
-    except (RuntimeError, ValueError) as e:
+        with warnings.catch_warnings():      # e.g. torch's "zero-element tensor" of a zero width
+            warnings.simplefilter("error")
+            model = build_model(cfg, pre, data.num_source_classes)
+            with torch.no_grad():
+                model.eval()(torch.zeros(2, pre.channels, pre.image_size, pre.image_size))
+    except (RuntimeError, ValueError, UserWarning) as e:
+        if isinstance(e, NclabError):
+            raise
         raise NclabError(f"model.backbone={cfg.model.backbone} (options {cfg.model.options}) cannot embed "
                          f"{pre.channels} x {pre.image_size} x {pre.image_size} images: {e}") from None
     build_optimizer(model.parameters(), cfg.optim)
@@ -128,10 +130,11 @@ def start_run(config: str | os.PathLike | None, overrides: Sequence[str] = (), o
 def resume_run(run_dir: str | os.PathLike, callbacks: Sequence[EpochCallback] = ()) -> RunDir:
     """Continue ``run_dir`` from its latest checkpoint (bit-for-bit on CPU), holding its lock;
     temporary files of writes the interrupted process left unfinished are removed first."""
-    run = RunDir.open(run_dir).lock()
+    run = RunDir.open(run_dir)
+    if (run.path / "summary.json").exists():
+        raise NclabError(f"{run.path}: this run already finished (summary.json exists); nothing to resume")
+    run.lock()
     try:
-        if (run.path / "summary.json").exists():
-            raise NclabError(f"{run.path}: this run already finished (summary.json exists); nothing to resume")
         cfg = run.config()
         data = prepare_data(cfg.data)
         validate(cfg, data)

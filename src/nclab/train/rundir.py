@@ -124,12 +124,9 @@ class RunDir:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            holder = os.read(fd, 32).decode("ascii", "replace").strip()
             os.close(fd)
-            raise NclabError(f"{self.path}: another process{f' (pid {holder})' if holder.isdigit() else ''} "
-                             f"is training this run; wait for it to end") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+            raise NclabError(f"{self.path}: another process is training this run (its lock {LOCK} is held); "
+                             f"wait for it to end") from None
         self._lock_fd = fd
         return self
 
