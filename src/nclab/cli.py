@@ -210,6 +210,102 @@ def _cmd_gc(args) -> int:
     return gc_command(args)
 
 
+# --- experiments and sweeps ------------------------------------------------------------------
+
+def _parser_experiment(sub) -> None:
+    p = sub.add_parser("experiment", help="run one of the papers' experiments (a recipe) and analyse it",
+                       description="Run a recipe of configs/experiments/ (nc-transfer, source-classes, ...) into "
+                                   "one experiment directory of ordinary run directories plus its analysis. "
+                                   "The same command again skips finished runs and resumes interrupted ones. "
+                                   "key=value items override every run's config (settings.KEY=value: the "
+                                   "analysis' options).")
+    p.add_argument("name", nargs="?", default=None, help="the experiment (see --list)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run")
+    p.add_argument("--profile", default="quick", help="quick (2 CPU cores, default), paper (GPU), or another "
+                                                     "profile of the recipe")
+    p.add_argument("--out", default=None, help="experiment directory (default experiments/NAME-PROFILE)")
+    p.add_argument("--workers", type=int, default=1, help="runs trained at the same time (processes)")
+    p.add_argument("--dry-run", action="store_true", help="print the runs and their overrides; write nothing")
+    p.add_argument("--list", action="store_true", help="list the experiments and their profiles")
+    p.set_defaults(handler=_cmd_experiment)
+
+
+def _cmd_experiment(args) -> int:
+    from nclab.commands.experiment import experiment_command
+    return experiment_command(args)
+
+
+def _parser_sweep(sub) -> None:
+    p = sub.add_parser("sweep", help="a grid of training runs x seeds, resumable, with one results table",
+                       description="Train the Cartesian grid of --grid values times --seeds seeds from a config "
+                                   "(or an experiment recipe's profile) into DIR/runs/<point>, and write the tidy "
+                                   "table DIR/results.csv. The same command again skips finished runs, resumes "
+                                   "interrupted ones and adds new grid points only. Trailing key=value items "
+                                   "apply to every point.")
+    p.add_argument("source", metavar="CONFIG_OR_RECIPE",
+                   help="a config YAML, a packaged config name (quickstart) or an experiment recipe name")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every point")
+    p.add_argument("--grid", action="append", default=[], metavar="key=v1,v2,...",
+                   help="a swept config key and its values (repeat for more keys)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 per grid point (default: the config's)")
+    p.add_argument("--out", required=True, help="sweep directory (created, or continued)")
+    p.add_argument("--workers", type=int, default=1, help="runs trained at the same time (processes); torch "
+                                                          "threads per process = cores / workers")
+    p.add_argument("--profile", default=None, help="with a recipe: its profile (default quick)")
+    p.set_defaults(handler=_cmd_sweep)
+
+
+def _cmd_sweep(args) -> int:
+    from nclab.commands.sweep import sweep_command
+    return sweep_command(args)
+
+
+# --- ufm -----------------------------------------------------------------------------------------
+
+def _parser_ufm(sub) -> None:
+    p = sub.add_parser("ufm", help="the unconstrained features model: collapse at its global minimisers",
+                       description="Minimise the unconstrained features model (features H, classifier W, bias b "
+                                   "as free float64 variables; mean CE or MSE plus weight decay) and print the "
+                                   "collapse metrics along the way, beside the closed-form global minimiser when "
+                                   "one is known. --imbalance R: the first --majority classes get R times more "
+                                   "samples; --minority-collapse: sweep R for a learned and a fixed simplex-ETF head.")
+    p.add_argument("--classes", type=int, default=10, help="number of classes K (default 10)")
+    p.add_argument("--dim", type=int, default=32, help="feature dimension d (default 32)")
+    p.add_argument("--per-class", type=int, default=None,
+                   help="samples per class; the minority classes' n_B with --imbalance / --minority-collapse "
+                        "(default 20; 1 for --minority-collapse)")
+    p.add_argument("--loss", choices=("ce", "mse"), default="ce")
+    p.add_argument("--lambda-w", type=float, default=5e-4, help="weight decay of W (default 5e-4)")
+    p.add_argument("--lambda-h", type=float, default=5e-4, help="weight decay of H (default 5e-4)")
+    p.add_argument("--lambda-b", type=float, default=0.0, help="weight decay of b (default 0)")
+    p.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None,
+                   help="learn a bias b (default: on; off for --minority-collapse)")
+    p.add_argument("--head", choices=("learned", "etf"), default="learned",
+                   help="learned W, or W fixed to a simplex ETF (default learned)")
+    p.add_argument("--etf-scale", type=float, default=1.0, help="row norm of the fixed ETF head (default 1)")
+    p.add_argument("--optimizer", choices=("lbfgs", "gd"), default="lbfgs",
+                   help="L-BFGS with strong-Wolfe line search (default) or full-batch gradient descent")
+    p.add_argument("--lr", type=float, default=None, help="step size of gradient descent (default 0.5)")
+    p.add_argument("--max-iter", type=int, default=None, help="iterations (default 10000 lbfgs, 100000 gd)")
+    p.add_argument("--tol", type=float, default=1e-8, help="stop at this gradient 2-norm (default 1e-8)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and of the fixed ETF")
+    p.add_argument("--records", type=int, default=30, help="log-spaced iterations at which to measure (default 30)")
+    p.add_argument("--imbalance", type=float, default=None, metavar="R",
+                   help="n_A = R x n_B samples in each of the --majority classes")
+    p.add_argument("--majority", type=int, default=None, metavar="K_A",
+                   help="majority classes with --imbalance / --minority-collapse (default K // 2)")
+    p.add_argument("--minority-collapse", type=float, nargs="*", default=None, metavar="R",
+                   help="sweep these ratios (default 1 2 5 10 20 50 100 1000), learned against fixed ETF head")
+    p.add_argument("--json", dest="json_out", default=None, metavar="OUT",
+                   help="write the result as JSON (final metrics under nclab measure's keys)")
+    p.set_defaults(handler=_cmd_ufm)
+
+
+def _cmd_ufm(args) -> int:
+    from nclab.commands.ufm import ufm_command
+    return ufm_command(args)
+
+
 # --- entry point -------------------------------------------------------------------------------
 
 class _Parser(argparse.ArgumentParser):
@@ -228,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for add in (_parser_quickstart, _parser_train, _parser_features, _parser_data, _parser_measure,
-                _parser_fewshot, _parser_gc):
+                _parser_fewshot, _parser_gc, _parser_experiment, _parser_sweep, _parser_ufm):
         add(sub)
     return parser
 
