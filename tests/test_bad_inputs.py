@@ -106,20 +106,25 @@ def _one_line(err: str, needle: str) -> None:
 
 # --- damaging a copy of the run ------------------------------------------------------------------
 
-def _unfinished(run: Path) -> None:
+def _unfinished(cwd: Path) -> None:
     """The run as a killed process leaves it after its last checkpoint: no final weights, no summary."""
-    (run / "summary.json").unlink()
-    (run / "model.safetensors").unlink()
+    (cwd / "run" / "summary.json").unlink()
+    (cwd / "run" / "model.safetensors").unlink()
 
 
 def _write(rel: str, data: bytes | str) -> Callable[[Path], None]:
-    return lambda run: (run / rel).write_bytes(data.encode() if isinstance(data, str) else data)
+    """Write ``data`` to ``rel`` (a path in the run copy, or ``/name`` in the working directory)."""
+    def write(cwd: Path) -> None:
+        p = cwd / rel.lstrip("/") if rel.startswith("/") else cwd / "run" / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data.encode() if isinstance(data, str) else data)
+    return write
 
 
 def _edit_json(rel: str, fn) -> Callable[[Path], None]:
     """``fn`` changes the parsed JSON object in place."""
-    def edit(run: Path) -> None:
-        p = run / rel
+    def edit(cwd: Path) -> None:
+        p = cwd / "run" / rel
         obj = json.loads(p.read_text())
         fn(obj)
         p.write_text(json.dumps(obj))
@@ -127,17 +132,17 @@ def _edit_json(rel: str, fn) -> Callable[[Path], None]:
 
 
 def _edit_config(key: str, value) -> Callable[[Path], None]:
-    def edit(run: Path) -> None:
-        cfg = yaml.safe_load((run / "config.yaml").read_text())
+    def edit(cwd: Path) -> None:
+        cfg = yaml.safe_load((cwd / "run" / "config.yaml").read_text())
         section, field = key.split(".")
         cfg[section][field] = value
-        (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+        (cwd / "run" / "config.yaml").write_text(yaml.safe_dump(cfg))
     return edit
 
 
 def _state(fn) -> Callable[[Path], None]:
-    def edit(run: Path) -> None:
-        p = next((run / "checkpoints").glob("*.state.pt"))
+    def edit(cwd: Path) -> None:
+        p = next((cwd / "run" / "checkpoints").glob("*.state.pt"))
         state = torch.load(p, weights_only=True)
         out = fn(state)
         torch.save(state if out is None else out, p)
@@ -148,11 +153,11 @@ class _Unpicklable:
     pass
 
 
-def _nan_weights(run: Path) -> None:
+def _nan_weights(cwd: Path) -> None:
     from safetensors.torch import load_file, save_file
-    w = load_file(run / "model.safetensors")
+    w = load_file(cwd / "run" / "model.safetensors")
     save_file({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in w.items()},
-              run / "model.safetensors")
+              cwd / "run" / "model.safetensors")
 
 
 # --- the table: (id, argv, text the message must contain, damage to a copy of the run) -------------
@@ -311,7 +316,7 @@ CMD = [
     Cmd("resume-latest-names-missing-file", ["train", "--resume", "run"], "step-00000099.state.pt",
         (_unfinished, _edit_json("checkpoints/latest.json", lambda d: d.update(state="step-00000099.state.pt")))),
     Cmd("resume-state-garbage", ["train", "--resume", "run"], "state.pt",
-        (_unfinished, lambda run: next((run / "checkpoints").glob("*.state.pt")).write_bytes(b"\x00garbage"))),
+        (_unfinished, lambda cwd: next((cwd / "run" / "checkpoints").glob("*.state.pt")).write_bytes(b"\x00garbage"))),
     Cmd("resume-state-unsafe-pickle", ["train", "--resume", "run"], "refused",
         (_unfinished, _state(lambda s: {**s, "evil": _Unpicklable()}))),
     Cmd("resume-state-missing-key", ["train", "--resume", "run"], "'sums'",
@@ -319,7 +324,7 @@ CMD = [
     Cmd("resume-state-wrong-type", ["train", "--resume", "run"], "'epoch'",
         (_unfinished, _state(lambda s: {**s, "epoch": "one"}))),
     Cmd("resume-weights-garbage", ["train", "--resume", "run"], "safetensors",
-        (_unfinished, lambda run: next((run / "checkpoints").glob("*.safetensors")).write_bytes(b"garbage"))),
+        (_unfinished, lambda cwd: next((cwd / "run" / "checkpoints").glob("*.safetensors")).write_bytes(b"garbage"))),
     Cmd("resume-metrics-truncated-line", ["train", "--resume", "run"], "metrics.jsonl line 1",
         (_unfinished, _write("metrics.jsonl", '{"epoch": 1, "st'))),
     Cmd("resume-metrics-not-a-record", ["train", "--resume", "run"], "metrics.jsonl line 1",
@@ -341,7 +346,7 @@ CMD = [
     Cmd("features-unfinished-final", ["features", "run", "--split", "novel", "--out", "f.npz"], "--checkpoint last",
         (_unfinished,)),
     Cmd("features-preprocess-missing", ["features", "run", "--split", "novel", "--out", "f.npz"], "preprocess.json",
-        (lambda run: (run / "preprocess.json").unlink(),)),
+        (lambda cwd: (cwd / "run" / "preprocess.json").unlink(),)),
     Cmd("features-preprocess-wrong-type", ["features", "run", "--split", "novel", "--out", "f.npz"], "image_size",
         (_edit_json("preprocess.json", lambda d: d.update(image_size="16")),)),
     Cmd("features-preprocess-zero-std", ["features", "run", "--split", "novel", "--out", "f.npz"], "std",
@@ -441,6 +446,66 @@ CMD = [
     Cmd("data-show-seed-negative", ["data", "show", "tiny", "--out", "g.png", "--seed", "-1"], "--seed"),
     Cmd("data-show-split-unknown", ["data", "show", "tiny", "--out", "g.png", "--split", "nope"], "--split"),
     Cmd("data-no-subcommand", ["data"], "data"),
+    # experiment
+    Cmd("experiment-no-name", ["experiment"], "NAME"),
+    Cmd("experiment-unknown", ["experiment", "bogus"], "bogus"),
+    Cmd("experiment-unknown-dry-run", ["experiment", "bogus", "--dry-run"], "bogus"),
+    # sweep: arguments
+    Cmd("sweep-grid-no-values", ["sweep", "quickstart", "--out", "sw", "--grid", "optim.lr"], "--grid"),
+    Cmd("sweep-grid-empty-values", ["sweep", "quickstart", "--out", "sw", "--grid", "optim.lr="], "optim.lr"),
+    Cmd("sweep-grid-unknown-key", ["sweep", "quickstart", "--out", "sw", "--grid", "optim.lrr=0.1,0.2"], "optim.lr"),
+    Cmd("sweep-grid-bad-value", ["sweep", "quickstart", "--out", "sw", "--grid", "optim.lr=abc,0.1"], "optim.lr"),
+    Cmd("sweep-grid-nan", ["sweep", "quickstart", "--out", "sw", "--grid", "optim.lr=.nan"], "optim.lr"),
+    Cmd("sweep-grid-negative-epochs", ["sweep", "quickstart", "--out", "sw", "--grid", "train.epochs=-1,2"],
+        "train.epochs"),
+    Cmd("sweep-grid-repeated-value", ["sweep", "quickstart", "--out", "sw", "--grid", "optim.lr=0.1,0.1"], "name"),
+    Cmd("sweep-grid-empty-key", ["sweep", "quickstart", "--out", "sw", "--grid", "=1"], "''"),
+    Cmd("sweep-bad-override", ["sweep", "quickstart", "--out", "sw", "optim.lr=-1", "--grid", "train.epochs=1"],
+        "optim.lr"),
+    Cmd("sweep-seeds-zero", ["sweep", "quickstart", "--out", "sw", "--seeds", "0"], "--seeds"),
+    Cmd("sweep-seeds-negative", ["sweep", "quickstart", "--out", "sw", "--seeds", "-2"], "--seeds"),
+    Cmd("sweep-workers-zero", ["sweep", "quickstart", "--out", "sw", "--workers", "0"], "--workers"),
+    Cmd("sweep-profile-with-config", ["sweep", "quickstart", "--out", "sw", "--profile", "quick"], "--profile"),
+    Cmd("sweep-config-missing", ["sweep", "{in}/missing.yaml", "--out", "sw"], "missing.yaml"),
+    Cmd("sweep-config-not-utf8", ["sweep", "{in}/latin1.yaml", "--out", "sw", "--grid", "optim.lr=0.1"], "UTF-8"),
+    Cmd("sweep-unknown-source", ["sweep", "bogus", "--out", "sw"], "bogus"),
+    Cmd("sweep-out-is-file", ["sweep", "quickstart", "--out", "{in}/text.npz", "--grid", "optim.lr=0.1"], "text.npz"),
+    # sweep: continuing a directory whose manifest.json was damaged or edited
+    *[Cmd(f"sweep-manifest-{name}", ["sweep", "quickstart", "--out", "sw", "--grid", "optim.lr=0.1,0.2"], needle,
+          (_write("/sw/manifest.json", content),)) for name, content, needle in [
+        ("truncated", '{"kind": "swe', "manifest.json"),
+        ("not-utf8", b"\xff\xfe{}", "manifest.json"),
+        ("not-object", "[1, 2]", "'points'"),
+        ("points-not-list", '{"points": "abc"}', "'points'"),
+        ("grid-list", '{"points": [], "grid": [1, 2]}', "'grid'"),
+        ("seeds-unhashable", '{"points": [], "seeds": ["a", {}]}', "'seeds'"),
+        ("overrides-string", '{"points": [], "overrides": "abc"}', "'overrides'"),
+        ("point-without-name", '{"points": [{"run": "x"}]}', "points[0]"),
+        ("point-escapes-folder", '{"points": [{"name": "../../evil", "overrides": [], "params": {}}]}', "points[0]"),
+        ("other-sweep", '{"kind": "sweep", "name": "other", "points": []}', "different")]],
+    # ufm
+    Cmd("ufm-classes-1", ["ufm", "--classes", "1"], "classes"),
+    Cmd("ufm-classes-negative", ["ufm", "--classes", "-3"], "classes"),
+    Cmd("ufm-dim-0", ["ufm", "--dim", "0"], "dim"),
+    Cmd("ufm-per-class-0", ["ufm", "--per-class", "0"], "n_per_class"),
+    Cmd("ufm-lambda-w-negative", ["ufm", "--lambda-w", "-1"], "lambda_W"),
+    Cmd("ufm-lambda-h-nan", ["ufm", "--lambda-h", "nan"], "lambda_H"),
+    Cmd("ufm-lambda-b-inf", ["ufm", "--lambda-b", "inf"], "lambda_b"),
+    Cmd("ufm-etf-scale-0", ["ufm", "--head", "etf", "--etf-scale", "0"], "etf_scale"),
+    Cmd("ufm-lr-0", ["ufm", "--optimizer", "gd", "--lr", "0"], "lr"),
+    Cmd("ufm-lr-with-lbfgs", ["ufm", "--lr", "0.1"], "lr"),
+    Cmd("ufm-max-iter-0", ["ufm", "--max-iter", "0"], "max_iter"),
+    Cmd("ufm-tol-nan", ["ufm", "--tol", "nan"], "tol"),
+    Cmd("ufm-seed-negative", ["ufm", "--seed", "-1"], "seed"),
+    Cmd("ufm-records-0", ["ufm", "--records", "0"], "records"),
+    Cmd("ufm-imbalance-below-1", ["ufm", "--imbalance", "0.5"], "--imbalance"),
+    Cmd("ufm-majority-without-imbalance", ["ufm", "--majority", "3"], "--majority"),
+    Cmd("ufm-majority-0", ["ufm", "--imbalance", "2", "--majority", "0"], "--majority"),
+    Cmd("ufm-minority-collapse-below-1", ["ufm", "--minority-collapse", "0.5"], "0.5"),
+    Cmd("ufm-imbalance-and-sweep", ["ufm", "--imbalance", "2", "--minority-collapse", "2"], "--imbalance"),
+    Cmd("ufm-absurd-size", ["ufm", "--classes", "100000", "--dim", "100000"], "memory"),
+    Cmd("ufm-json-is-dir", ["ufm", "--json", "{in}/a-dir"], "a-dir"),
+    Cmd("ufm-loss-unknown", ["ufm", "--loss", "hinge"], "--loss"),
     # quickstart, the command line itself
     Cmd("quickstart-lr-nan", ["quickstart", "optim.lr=.nan"], "optim.lr"),
     Cmd("quickstart-out-exists", ["quickstart", "--out", "{in}/a-dir"], "already exists"),
@@ -455,8 +520,8 @@ def test_command_refuses_bad_input(case: Cmd, inputs, tmp_path, monkeypatch, cap
     monkeypatch.chdir(tmp_path)
     if "run" in case.argv:
         shutil.copytree(inputs / "run", tmp_path / "run")
-        for damage in case.damage:
-            damage(tmp_path / "run")
+    for damage in case.damage:
+        damage(tmp_path)
     argv = [a.replace("{in}", str(inputs)) for a in case.argv]
     before = _snapshot(tmp_path, inputs)
     capsys.readouterr()
@@ -547,7 +612,7 @@ API = [
 def _copy_damaged(inputs: Path, damage) -> "nclab.train.rundir.RunDir":
     from nclab.train.rundir import RunDir
     shutil.copytree(inputs / "run", "run")
-    damage(Path("run"))
+    damage(Path.cwd())
     return RunDir.open("run")
 
 
@@ -594,7 +659,7 @@ def test_a_locked_run_is_refused_and_the_lock_dies_with_its_process(inputs, tmp_
     from nclab.cli import main
     monkeypatch.chdir(tmp_path)
     shutil.copytree(inputs / "run", "run")
-    _unfinished(Path("run"))
+    _unfinished(tmp_path)
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from nclab.train.rundir import RunDir; "
                                "RunDir(sys.argv[1]).lock(); print('locked', flush=True); time.sleep(120)", "run"],
                               stdout=subprocess.PIPE, text=True)
@@ -608,6 +673,7 @@ def test_a_locked_run_is_refused_and_the_lock_dies_with_its_process(inputs, tmp_
     finally:
         holder.kill()                                 # SIGKILL: no chance to release anything
         holder.wait()
+        holder.stdout.close()
     assert main(["train", "--resume", "run"]) == 0    # the kernel dropped the lock with the process
     assert (tmp_path / "run" / "summary.json").exists()
 
@@ -616,7 +682,7 @@ def test_resume_removes_the_temporary_files_of_interrupted_writes(inputs, tmp_pa
     from nclab.train.run import resume_run
     run = tmp_path / "run"
     shutil.copytree(inputs / "run", run)
-    _unfinished(run)
+    _unfinished(tmp_path)
     left = [run / ".model.safetensors.k2j4h1xq.tmp", run / ".metrics.jsonl.abc12345.tmp",
             run / "checkpoints" / ".step-00000005.state.pt.q8w7e6r5.tmp",
             run / "checkpoints" / ".latest.json.zz99yy88.tmp", run / "checkpoints" / "step-00000002.safetensors"]
