@@ -203,6 +203,7 @@ CMD = [
     Cmd("lr-inf", _train("optim.lr=.inf"), "optim.lr"),
     Cmd("lr-zero", _train("optim.lr=0"), "optim.lr"),
     Cmd("lr-negative", _train("optim.lr=-0.1"), "optim.lr"),
+    Cmd("lr-diverges", _train("optim.lr=1e30"), "diverged"),
     Cmd("momentum-negative", _train("optim.momentum=-0.5"), "optim.momentum"),
     Cmd("momentum-above-1", _train("optim.momentum=1.5"), "optim.momentum"),
     Cmd("weight-decay-negative", _train("optim.weight_decay=-1"), "optim.weight_decay"),
@@ -724,3 +725,17 @@ def test_cli_processes_print_one_line(image_folder, tmp_path, argv, needle):
     assert p.returncode == 2
     _one_line(p.stderr, needle)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_refused_write_is_one_line(inputs, tmp_path, monkeypatch, capsys):
+    """The system refusing a write (disk full, permissions) is one line naming the file, exit 2."""
+    from nclab import atomic
+    from nclab.cli import main
+
+    def full(path, obj):
+        raise OSError(28, "No space left on device", str(path))
+    monkeypatch.setattr(atomic, "atomic_write_json", full)
+    monkeypatch.setattr("nclab.commands.measure.atomic_write_json", full)
+    monkeypatch.chdir(tmp_path)
+    assert main(["measure", str(inputs / "good.npz"), "--json", "m.json"]) == 2
+    _one_line(capsys.readouterr().err, "m.json: No space left on device")

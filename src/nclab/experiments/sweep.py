@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 
 from nclab.atomic import atomic_write_json, atomic_write_text, ensure_writable_dir
-from nclab.config import load_config, parse_override, yaml_load
+from nclab.config import load_config, parse_override, read_yaml
 from nclab.errors import NclabError
 
 MANIFEST = "manifest.json"
@@ -357,15 +357,7 @@ class Sweep:
 
 def read_yaml_mapping(path: Path, what: str) -> dict:
     """A YAML file that must hold a mapping (recipes)."""
-    try:
-        data = yaml_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise NclabError(f"{path}: {what} not found") from None
-    except UnicodeDecodeError:
-        raise NclabError(f"{path}: {what} is not UTF-8 text") from None
-    except yaml.YAMLError as e:
-        first = str(getattr(e, "problem", None) or e).splitlines()[0]
-        raise NclabError(f"{path}: {what} is not valid YAML ({first})") from None
+    data = read_yaml(path, what)
     if not isinstance(data, dict):
         raise NclabError(f"{path}: {what} must be a mapping, got {type(data).__name__}")
     return data

@@ -100,9 +100,9 @@ def load_state(path: Path, map_location="cpu") -> dict:
     only; anything else is refused, never unpickled) and checked key by key."""
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        raise NclabError(f"{path}: refused, the checkpoint state holds objects other than tensors and plain "
-                         f"values (it was not written by nclab)") from None
+    except pickle.UnpicklingError:           # torch's refusal: damaged, or objects that would need unpickling
+        raise NclabError(f"{path}: refused as a checkpoint state: damaged, or it holds objects other than "
+                         f"tensors and plain values (never unpickled)") from None
     except Exception as e:
         raise NclabError(f"{path}: not a readable checkpoint state ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict):

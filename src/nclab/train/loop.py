@@ -8,6 +8,7 @@ is checkpointed, so an interrupted run resumes bit-for-bit (on CPU).
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -166,6 +167,9 @@ def train_worker(fabric, run_dir: str | Path, callbacks: Sequence[EpochCallback]
                 checkpoint(records=epoch)
         tot = {k: (fabric.all_reduce(v, reduce_op="sum") if world > 1 else v) for k, v in sums.items()}
         n = float(tot["count"])
+        if not math.isfinite(float(tot["loss"])):      # NaN / inf weights: every later number would be noise
+            raise NclabError(f"{run.path}: training diverged, the loss of epoch {epoch + 1} is {float(tot['loss']) / n} "
+                             f"(optim.lr={cfg.optim.lr}; a smaller learning rate?)")
         record = {"epoch": epoch + 1, "step": global_step, "lr": lr, "loss": float(tot["loss"]) / n,
                   "train_acc": float(tot["correct"]) / n,
                   "test_acc": accuracy(fabric, model, data.splits["test"].images, data.splits["test"].labels,

@@ -70,9 +70,9 @@ def validate(cfg: RunConfig, data: PreparedData) -> None:
             model = build_model(cfg, pre, data.num_source_classes)
             with torch.no_grad():
                 model.eval()(torch.zeros(2, pre.channels, pre.image_size, pre.image_size))
+    except NclabError:
+        raise
     except (RuntimeError, ValueError, UserWarning) as e:
-        if isinstance(e, NclabError):
-            raise
         raise NclabError(f"model.backbone={cfg.model.backbone} (options {cfg.model.options}) cannot embed "
                          f"{pre.channels} x {pre.image_size} x {pre.image_size} images: {e}") from None
     build_optimizer(model.parameters(), cfg.optim)
@@ -109,7 +109,7 @@ def start_run(config: str | os.PathLike | None, overrides: Sequence[str] = (), o
     """Validate, create the run directory (locked while this process trains it), train. Returns
     the finished run's directory. A start that fails before its first checkpoint removes the
     run directory again: nothing is left of it."""
-    cfg = cfg if cfg is not None else load_config(config, list(overrides))
+    cfg = (cfg if cfg is not None else load_config(config, list(overrides))).check()
     path = Path(out) if out is not None else RunDir.default_path(cfg.name)
     RunDir.check_new(path)
     data = prepare_data(cfg.data)

@@ -58,6 +58,8 @@ def _check(image_size: int, samples_per_class: int, max_classes: int | None) -> 
         raise NclabError(f"data.samples_per_class={samples_per_class!r}: expected an integer >= 1")
     if max_classes is not None and max_classes < 1:
         raise NclabError(f"max_classes={max_classes!r}: expected an integer >= 1 or None")
+    check_memory(samples_per_class * image_size ** 2,       # one class already (before the inventory is built)
+                 f"glyphs at data.image_size={image_size}, data.samples_per_class={samples_per_class}")
 
 
 def select(inv: Inventory, script_names: list[str] | None = None, max_classes: int | None = None) -> list[int]:
