@@ -28,15 +28,9 @@ from nclab.errors import NclabError
 
 TINY = ["data.name=tiny", "train.epochs=1", "train.batch_size=8", "model.options.width=8",
         "trainer.progress=false", "trainer.threads=1"]
-GLYPHS = ["data.source_classes=20", "train.epochs=1", "model.options.width=8", "train.batch_size=32",
-          "trainer.progress=false", "trainer.threads=1"]
 
 
 # --- shared inputs ---------------------------------------------------------------------------------
-
-def _npz(path: Path, **arrays) -> None:
-    np.savez(path, **arrays)
-
 
 @pytest.fixture(scope="session")
 def inputs(tmp_path_factory, tiny_registered) -> Path:
@@ -49,30 +43,30 @@ def inputs(tmp_path_factory, tiny_registered) -> Path:
     y = np.repeat(np.arange(10), 20)
     X = (rng.standard_normal((200, 16)) + 3 * rng.standard_normal((10, 16))[y]).astype(np.float32)
     names = np.array([f"c{i}" for i in range(10)])
-    _npz(d / "good.npz", features=X, labels=y, class_names=names)
+    np.savez(d / "good.npz", features=X, labels=y, class_names=names)
     Xn = X.copy()
     Xn[3, 5] = np.nan
-    _npz(d / "nan.npz", features=Xn, labels=y, class_names=names)
+    np.savez(d / "nan.npz", features=Xn, labels=y, class_names=names)
     Xi = X.copy()
     Xi[17, 2] = -np.inf
-    _npz(d / "inf.npz", features=Xi, labels=y, class_names=names)
-    _npz(d / "const.npz", features=np.ones_like(X), labels=y, class_names=names)
-    _npz(d / "huge-label.npz", features=X[:2], labels=np.array([0, 10 ** 9]))
-    _npz(d / "float-labels.npz", features=X, labels=y.astype(np.float32), class_names=names)
-    _npz(d / "int-features.npz", features=y[:, None].repeat(4, 1), labels=y, class_names=names)
-    _npz(d / "3d.npz", features=X.reshape(200, 4, 4), labels=y, class_names=names)
-    _npz(d / "short-labels.npz", features=X, labels=y[:-1], class_names=names)
-    _npz(d / "negative-labels.npz", features=X, labels=y - 1, class_names=names)
-    _npz(d / "one-class.npz", features=X, labels=np.zeros(200, np.int64), class_names=names[:1])
-    _npz(d / "no-dims.npz", features=np.zeros((200, 0), np.float32), labels=y, class_names=names)
-    _npz(d / "empty.npz", features=np.zeros((0, 16), np.float32), labels=np.zeros(0, np.int64),
+    np.savez(d / "inf.npz", features=Xi, labels=y, class_names=names)
+    np.savez(d / "const.npz", features=np.ones_like(X), labels=y, class_names=names)
+    np.savez(d / "huge-label.npz", features=X[:2], labels=np.array([0, 10 ** 9]))
+    np.savez(d / "float-labels.npz", features=X, labels=y.astype(np.float32), class_names=names)
+    np.savez(d / "int-features.npz", features=y[:, None].repeat(4, 1), labels=y, class_names=names)
+    np.savez(d / "3d.npz", features=X.reshape(200, 4, 4), labels=y, class_names=names)
+    np.savez(d / "short-labels.npz", features=X, labels=y[:-1], class_names=names)
+    np.savez(d / "negative-labels.npz", features=X, labels=y - 1, class_names=names)
+    np.savez(d / "one-class.npz", features=X, labels=np.zeros(200, np.int64), class_names=names[:1])
+    np.savez(d / "no-dims.npz", features=np.zeros((200, 0), np.float32), labels=y, class_names=names)
+    np.savez(d / "empty.npz", features=np.zeros((0, 16), np.float32), labels=np.zeros(0, np.int64),
          class_names=names)
-    _npz(d / "no-labels.npz", features=X)
-    _npz(d / "names-2d.npz", features=X, labels=y, class_names=names.reshape(2, 5))
-    _npz(d / "W-shape.npz", features=X, labels=y, class_names=names, W=np.zeros((3, 16), np.float32))
-    _npz(d / "W-nan.npz", features=X, labels=y, class_names=names, W=np.full((10, 16), np.nan, np.float32))
-    _npz(d / "labels-out-of-range.npz", features=X, labels=y + 5, class_names=names)
-    _npz(d / "objects.npz", features=np.array([{"a": 1}] * 3, dtype=object), labels=np.arange(3))
+    np.savez(d / "no-labels.npz", features=X)
+    np.savez(d / "names-2d.npz", features=X, labels=y, class_names=names.reshape(2, 5))
+    np.savez(d / "W-shape.npz", features=X, labels=y, class_names=names, W=np.zeros((3, 16), np.float32))
+    np.savez(d / "W-nan.npz", features=X, labels=y, class_names=names, W=np.full((10, 16), np.nan, np.float32))
+    np.savez(d / "labels-out-of-range.npz", features=X, labels=y + 5, class_names=names)
+    np.savez(d / "objects.npz", features=np.array([{"a": 1}] * 3, dtype=object), labels=np.arange(3))
     (d / "text.npz").write_text("not a zip file\n")
     (d / "latin1.yaml").write_bytes(b"name: \x80\x81\xfe\n")
     (d / "broken.yaml").write_text("train: {epochs: [1,\n")
@@ -703,7 +697,8 @@ def test_two_starts_of_one_new_run_directory(image_folder, tmp_path):
             "model.options.width=8", "trainer.progress=false", "trainer.threads=1", "--out", "same"]
     procs = [subprocess.Popen(NCLAB + args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True) for _ in range(2)]
-    results = sorted((p.wait(300), p.stderr.read()) for p in procs)
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    results = sorted((p.returncode, err) for p, err in zip(procs, errs))
     assert [rc for rc, _ in results] == [0, 2], results
     _one_line(results[1][1], "already exists")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["same"]          # no temporary folder left
