@@ -332,6 +332,7 @@ CMD = [
         (_unfinished, _write("metrics.jsonl", ""))),
     # features: read back the run's files; outputs
     Cmd("features-out-is-dir", ["features", "run", "--split", "novel", "--out", "{in}/a-dir"], "a-dir"),
+    Cmd("features-out-under-file", ["features", "run", "--split", "novel", "--out", "{in}/text.npz/f.npz"], "text.npz"),
     Cmd("features-run-missing", ["features", "{in}/nope", "--split", "novel", "--out", "f.npz"], "nope"),
     Cmd("features-folder-missing", ["features", "run", "--folder", "{in}/nope", "--out", "f.npz"], "nope"),
     Cmd("features-folder-empty", ["features", "run", "--folder", "{in}/empty-folder", "--out", "f.npz"],
@@ -415,6 +416,9 @@ CMD = [
                                              "--episodes-file", "{in}/episodes-1shot.npz"], "5-shot"),
     Cmd("fewshot-episodes-file-other-count", ["fewshot", "{in}/good.npz", "--shot", "1", "--episodes", "30",
                                               "--episodes-file", "{in}/episodes-1shot.npz"], "x 20"),
+    Cmd("fewshot-json-under-file", ["fewshot", "{in}/good.npz", "--json", "{in}/text.npz/r.json"], "text.npz"),
+    Cmd("fewshot-episodes-file-under-file", ["fewshot", "{in}/good.npz", "--episodes-file", "{in}/text.npz/e.npz"],
+        "text.npz"),
     Cmd("fewshot-json-is-dir", ["fewshot", "{in}/good.npz", "--episodes", "10", "--json", "{in}/a-dir"], "a-dir"),
     Cmd("fewshot-huge-label", ["fewshot", "{in}/huge-label.npz"], "1000000000"),
     Cmd("fewshot-run-too-few-classes", ["fewshot", "run", "--split", "novel", "--way", "5"], "5-way"),
@@ -425,6 +429,7 @@ CMD = [
     Cmd("gc-exact-and-probes", ["gc", "run", "--exact", "--probes", "2"], "--probes"),
     Cmd("gc-seed-negative", ["gc", "run", "--probes", "2", "--seed", "-1"], "seed"),
     Cmd("gc-json-is-dir", ["gc", "run", "--probes", "1", "--json", "{in}/a-dir"], "a-dir"),
+    Cmd("gc-json-under-file", ["gc", "run", "--json", "{in}/text.npz/g.json"], "text.npz"),
     Cmd("gc-nan-weights", ["gc", "run", "--probes", "1"], "non-finite", (_nan_weights,)),
     Cmd("gc-unfinished", ["gc", "run"], "model.safetensors", (_unfinished,)),
     # data
@@ -436,6 +441,7 @@ CMD = [
     Cmd("data-info-root-missing", ["data", "info", "omniglot", "--root", "/nonexistent/omni"], "/nonexistent/omni"),
     Cmd("data-info-holdout-negative", ["data", "info", "tiny", "holdout=-1"], "data.holdout"),
     Cmd("data-show-out-is-dir", ["data", "show", "tiny", "--out", "{in}/a-dir"], "a-dir"),
+    Cmd("data-show-out-under-file", ["data", "show", "tiny", "--out", "{in}/text.npz/g.png"], "text.npz"),
     Cmd("data-show-classes-zero", ["data", "show", "tiny", "--out", "g.png", "--classes", "0"], "--classes"),
     Cmd("data-show-samples-negative", ["data", "show", "tiny", "--out", "g.png", "--samples", "-1"], "--samples"),
     Cmd("data-show-seed-negative", ["data", "show", "tiny", "--out", "g.png", "--seed", "-1"], "--seed"),

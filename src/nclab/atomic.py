@@ -55,6 +55,20 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     return p
 
 
+def check_target(path: str | os.PathLike) -> Path:
+    """Refuse, before any work is done for it, an output path that cannot become a file: a
+    folder, or a path through a file."""
+    target = Path(path)
+    if target.is_dir():
+        raise NclabError(f"{target}: is a folder; expected the path of a file to write")
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NclabError(f"{target}: {parent} is a file, not a folder")
+            break
+    return target
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it is renamed onto ``path``.
@@ -62,9 +76,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     ``suffix`` keeps an extension on the temporary name for writers that insist on one
     (``np.savez`` appends ``.npz`` otherwise).
     """
-    target = Path(path)
-    if target.is_dir():
-        raise NclabError(f"{target}: is a directory; expected the path of a file to write")
+    target = check_target(path)
     folder = ensure_writable_dir(target.parent if str(target.parent) else ".")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + suffix, dir=folder)

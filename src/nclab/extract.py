@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nclab.atomic import check_target
 from nclab.config import RunConfig
 from nclab.data.base import SPLITS, ImageSet
 from nclab.data.loader import eval_batches
@@ -131,6 +132,7 @@ def features_of_folder(loaded: LoadedRun, folder: str | os.PathLike, ink: str = 
 
 def write_features(run_dir: str, out: str, split: str | None = None, folder: str | None = None,
                    ink: str = "auto", checkpoint: str = "final") -> FeatureSet:
+    check_target(out)
     loaded = load_run(run_dir, checkpoint)
     fs = features_of_split(loaded, split) if folder is None else features_of_folder(loaded, folder, ink)
     save_features(out, fs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nclab.atomic import atomic_path
+from nclab.atomic import atomic_path, check_target
 from nclab.config import DataConfig
 from nclab.data.base import CLASS_SPLITS
 from nclab.data.prepare import split_dataset
@@ -58,6 +58,7 @@ def data_show(cfg: DataConfig, out: str, split: str = "train", n_classes: int = 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    check_target(out)
     if n_classes < 1 or n_samples < 1:
         raise NclabError(f"--classes {n_classes} --samples {n_samples}: expected at least 1 of each")
     if seed < 0:
