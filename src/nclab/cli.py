@@ -306,6 +306,26 @@ def _cmd_ufm(args) -> int:
     return ufm_command(args)
 
 
+# --- report ------------------------------------------------------------------------------------
+
+def _parser_report(sub) -> None:
+    p = sub.add_parser("report", help="figures, tables and one HTML page of runs, experiments or sweeps",
+                       description="Draw the records of run, experiment or sweep directories (several may be "
+                                   "given): CDNV per split, few-shot accuracy, NC1-NC4, CDNV against accuracy, "
+                                   "metrics against a swept parameter, the bound against the NCC error, "
+                                   "per-stage curves, whichever the records hold. Writes PNG figures, "
+                                   "report.md, records.csv and a self-contained index.html.")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="a run, experiment or sweep directory")
+    p.add_argument("--out", default=None, help="report folder (default: DIR/report of the first DIR); "
+                                               "replaced if it holds an earlier report")
+    p.set_defaults(handler=_cmd_report)
+
+
+def _cmd_report(args) -> int:
+    from nclab.commands.report import report_command
+    return report_command(args)
+
+
 # --- entry point -------------------------------------------------------------------------------
 
 class _Parser(argparse.ArgumentParser):
@@ -324,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for add in (_parser_quickstart, _parser_train, _parser_features, _parser_data, _parser_measure,
-                _parser_fewshot, _parser_gc, _parser_experiment, _parser_sweep, _parser_ufm):
+                _parser_fewshot, _parser_gc, _parser_experiment, _parser_sweep, _parser_ufm, _parser_report):
         add(sub)
     return parser
 
