@@ -330,6 +330,8 @@ CMD = [
         (_unfinished, _write("metrics.jsonl", b'{"epoch": 1, "step": 4, "x": "\xff"}\n'))),
     Cmd("resume-metrics-records-missing", ["train", "--resume", "run"], "records",
         (_unfinished, _write("metrics.jsonl", ""))),
+    Cmd("resume-metrics-deleted", ["train", "--resume", "run"], "records",
+        (_unfinished, lambda cwd: (cwd / "run" / "metrics.jsonl").unlink())),
     # features: read back the run's files; outputs
     Cmd("features-out-is-dir", ["features", "run", "--split", "novel", "--out", "{in}/a-dir"], "a-dir"),
     Cmd("features-out-under-file", ["features", "run", "--split", "novel", "--out", "{in}/text.npz/f.npz"], "text.npz"),

@@ -206,22 +206,20 @@ class RunDir:
     def records(self, limit: int | None = None) -> list[dict]:
         """The records of metrics.jsonl (the first ``limit`` only, if given: lines past them are
         not read, e.g. a line cut short by a killed process that a resume drops anyway)."""
-        if not self.metrics_path.exists():
-            return []
         out = []
-        with open(self.metrics_path, "rb") as fh:
-            for i, raw in enumerate(fh, 1):
-                if limit is not None and len(out) >= limit:
-                    break
-                if not raw.strip():
-                    continue
-                where = f"{self.metrics_path} line {i}"
-                try:
-                    rec = json.loads(raw.decode("utf-8"))
-                except (ValueError, UnicodeDecodeError) as e:
-                    raise NclabError(f"{where}: not a JSON record ({e})") from None
-                check_fields(rec, where, {"epoch": int, "step": int})
-                out.append(rec)
+        lines = self.metrics_path.read_bytes().splitlines() if self.metrics_path.exists() else []
+        for i, raw in enumerate(lines, 1):
+            if limit is not None and len(out) >= limit:
+                break
+            if not raw.strip():
+                continue
+            where = f"{self.metrics_path} line {i}"
+            try:
+                rec = json.loads(raw.decode("utf-8"))
+            except (ValueError, UnicodeDecodeError) as e:
+                raise NclabError(f"{where}: not a JSON record ({e})") from None
+            check_fields(rec, where, {"epoch": int, "step": int})
+            out.append(rec)
         if limit is not None and len(out) < limit:
             raise NclabError(f"{self.metrics_path}: {len(out)} records, but the checkpoint covers {limit} epochs")
         return out
