@@ -16,14 +16,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from nclab.errors import NclabError
+from nclab.errors import NclabError, check_finite
+from nclab.fewshot import warmup
 from nclab.fewshot.bound import class_cdnv_matrix, episode_cdnv, transfer_bound_term
 from nclab.fewshot.episodes import Episodes, EpisodeSampler
 from nclab.fewshot.heads import EpisodeHead, LogisticHead, NCCHead, RidgeHead, gram_rtol, make_head
 from nclab.fewshot.stats import confidence_interval
-from nclab.fewshot import warmup
 from nclab.fewshot.transforms import apply_transform_, base_mean as _base_mean, check_transform
-from nclab.errors import check_finite
 from nclab.parallel import background, cpu_workers, empty, parallel_map, scratch
 
 ROW_KEYS = ("way", "shot", "query", "head", "episodes", "mean", "std", "ci95", "ci95_t")

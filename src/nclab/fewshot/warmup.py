@@ -104,8 +104,8 @@ def _prepare() -> None:
                 pass
 
         # Leave the cores to the callers: single-threaded torch ops here, and on Linux the lowest
-        # priority for this thread (a compile at normal priority slowed the tensor path it runs
-        # beside 2-3x on 2 cores; at nice 19, ~1.3x)
+        # priority for this thread (on 2 shared cores a compile at normal priority slowed the
+        # tensor path it runs beside 2.5-3.5x; at nice 19, 1-1.4x)
         torch.set_num_threads(1)
         with contextlib.suppress(AttributeError, OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
