@@ -44,7 +44,7 @@ def ready(dtype: torch.dtype) -> bool:
     if event is None:
         return False
     if not event.is_set():
-        start()
+        start(dtype)
         while _cached_before() and not (event.wait(0.005) or _SETTLED.is_set()):
             pass
     return event.is_set()
@@ -67,14 +67,15 @@ def _cached_before() -> bool:
         return False
 
 
-def start() -> None:
-    """Prepare the kernels on a background thread, once per process."""
+def start(first: torch.dtype = torch.float32) -> None:
+    """Prepare the kernels on a background thread (those for ``first`` first), once per process."""
     global _started
     with _LOCK:
         if _started:
             return
         _started = True
-    threading.Thread(target=_prepare, name="nclab-kernels", daemon=True).start()
+    order = sorted(_READY, key=lambda dtype: dtype != first)
+    threading.Thread(target=_prepare, args=(order,), name="nclab-kernels", daemon=True).start()
 
 
 def wait(timeout: float | None = None) -> bool:
@@ -84,7 +85,7 @@ def wait(timeout: float | None = None) -> bool:
     return _DONE.wait(timeout) and all(e.is_set() for e in _READY.values())
 
 
-def _prepare() -> None:
+def _prepare(order: list[torch.dtype]) -> None:
     global error
     try:
         from numba.core import event
@@ -116,10 +117,10 @@ def _prepare() -> None:
         episodes = Episodes(idx, way=2, shot=1, query=1, seed=None, labels_sha256="")
         rng = np.random.default_rng(0)
         with event.install_listener("numba:compile", _OnCompile()):
-            for dtype, ready_event in _READY.items():
+            for dtype in order:
                 x = torch.from_numpy(rng.standard_normal((4, 8))).to(dtype)
                 _Engine(x, labels, episodes, 1, None, l2=True, kernels=True).run(heads)
-                ready_event.set()
+                _READY[dtype].set()
         path, content = _marker()
         with contextlib.suppress(OSError, NclabError):        # a hint only: no marker, no waiting
             atomic_write_json(path, content)
@@ -128,3 +129,7 @@ def _prepare() -> None:
     finally:
         _SETTLED.set()
         _DONE.set()
+    # Park the thread for the life of the process: a thread that ran torch and Numba code and
+    # ends while the interpreter exits can abort the process ("terminate called without an
+    # active exception", exit code 134); a parked daemon thread is simply gone with it.
+    threading.Event().wait()
