@@ -23,7 +23,7 @@ import time
 import numpy as np
 import torch
 
-from nclab.fewshot import EpisodeSampler, fewshot_report
+from nclab.fewshot import EpisodeSampler, fewshot_report, warmup
 
 
 def data(C=64, n=600, d=640, seed=1):
@@ -83,6 +83,7 @@ def main() -> None:
     ep = EpisodeSampler(5, 5, 15, args.episodes, seed=0).sample(y)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} cores; {args.episodes} episodes 5-way 5-shot 15-query, X {X.shape}")
+    assert warmup.wait(), warmup.error            # compiled kernels (a first call would use the tensor path)
     fewshot_report(X[:3000], y[:3000], shot=(5,), episodes=10, heads=("ncc", "ridge", "logistic"))   # warm-up
 
     nclab_time, nclab_acc = {}, {}

@@ -491,7 +491,7 @@ def test_bad_inputs_raise_one_line_errors():
     X, y, W, b = random_problem(rng, C=3)
     Xn = X.copy()
     Xn[37, 5] = np.nan
-    with pytest.raises(NclabError, match=r"non-finite values .*row 37, column 5"):
+    with pytest.raises(NclabError, match=r"1 non-finite value .*row 37, column 5"):
         measure(Xn, y)
     with pytest.raises(NclabError, match="non-finite"):
         ClassStats(3, X.shape[1]).update(torch.as_tensor(Xn), torch.as_tensor(y))

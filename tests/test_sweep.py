@@ -104,10 +104,12 @@ def test_sweep_is_idempotent_extends_and_reports_failures(tmp_path):
              "--out", str(root), *TINY)
     assert p.returncode == 2 and "swept keys" in p.stderr and p.stderr.count("\n") == 1   # a new key: refused
     p = _cli("sweep", "quickstart", "--grid", "optim.lr=0.05,0.1,0.2,-1", "--out", str(root), *TINY)
-    assert p.returncode == 1
+    assert p.returncode == 2 and "optim.lr=-1_seed=0" in p.stderr and _summaries(root) == first  # checked first
+    p = _cli("sweep", "quickstart", "--grid", "optim.lr=0.05,0.1,0.2,1e30", "--out", str(root), *TINY)
+    assert p.returncode == 1                                          # 1e30: diverges while it trains
     now = _summaries(root)
     assert {k: v for k, v in now.items() if k in first} == first and "optim.lr=0.2_seed=0" in now
-    assert "optim.lr=-1_seed=0" not in now and "optim.lr=-1_seed=0" in p.stdout
+    assert "optim.lr=1.0e+30_seed=0" not in now and "optim.lr=1.0e+30_seed=0" in p.stdout and "diverged" in p.stdout
 
 
 TIMING = ("seconds", "probe_seconds")

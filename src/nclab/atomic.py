@@ -46,11 +46,27 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     p = Path(path)
     try:
         p.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise NclabError(f"{p}: cannot create output folder (a file of that name exists)") from None
     except OSError as e:
         raise NclabError(f"{p}: cannot create output folder ({e.strerror})") from None
     if not os.access(p, os.W_OK | os.X_OK):
         raise NclabError(f"{p}: output folder is not writable")
     return p
+
+
+def check_target(path: str | os.PathLike) -> Path:
+    """Refuse, before any work is done for it, an output path that cannot become a file: a
+    folder, or a path through a file."""
+    target = Path(path)
+    if target.is_dir():
+        raise NclabError(f"{target}: is a folder; expected the path of a file to write")
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NclabError(f"{target}: {parent} is a file, not a folder")
+            break
+    return target
 
 
 @contextlib.contextmanager
@@ -60,9 +76,12 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     ``suffix`` keeps an extension on the temporary name for writers that insist on one
     (``np.savez`` appends ``.npz`` otherwise).
     """
-    target = Path(path)
+    target = check_target(path)
     folder = ensure_writable_dir(target.parent if str(target.parent) else ".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + suffix, dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + suffix, dir=folder)
+    except OSError as e:
+        raise NclabError(f"{target}: cannot write here ({e.strerror})") from None
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_umask())        # mkstemp makes 0600; give the usual permissions

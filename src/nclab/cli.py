@@ -105,7 +105,7 @@ def _parser_data(sub) -> None:
                                    "`nclab data show NAME --out grid.png`.")
     dsub = p.add_subparsers(dest="data_command", metavar="{info,show}")
     dsub.required = True
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("name", help="dataset name (glyphs, omniglot, ...)")
     common.add_argument("--root", default=None, help="folder of a real dataset")
     common.add_argument("options", nargs="*", metavar="key=value",
@@ -341,9 +341,16 @@ def _cmd_report(args) -> int:
 
 # --- entry point -------------------------------------------------------------------------------
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other error (the usage itself is in ``--help``)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from nclab import __version__
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="nclab", description="Neural collapse in transfer and few-shot learning: pre-train, measure "
                                   "collapse (CDNV, NC1-NC4, GC), evaluate few-shot transfer.")
     parser.add_argument("--version", action="version", version=f"nclab {__version__}")
@@ -380,3 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:                     # `nclab data info glyphs | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:                        # the system refused a read or write (disk full, permissions)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"nclab: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -41,6 +42,64 @@ def yaml_load(text: str):
     return yaml.load(text, Loader=_Loader)
 
 
+def yaml_problem(e: yaml.YAMLError) -> str:
+    """A YAML error in one line: where and what (PyYAML's own message spans several lines)."""
+    mark = getattr(e, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + str(getattr(e, "problem", None) or e)
+
+
+def read_yaml(path: str | Path, what: str = "config"):
+    """Parse the YAML file ``path``; a missing, unreadable, non-UTF-8 or malformed file is one
+    NclabError line naming it."""
+    p = Path(path)
+    try:
+        return yaml_load(p.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise NclabError(f"{p}: {what} file not found") from None
+    except IsADirectoryError:
+        raise NclabError(f"{p}: is a directory, expected a YAML {what} file") from None
+    except UnicodeDecodeError as e:
+        raise NclabError(f"{p}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                         f"expected a YAML {what} file") from None
+    except yaml.YAMLError as e:
+        raise NclabError(f"{p}: not valid YAML ({yaml_problem(e)})") from None
+    except OSError as e:
+        raise NclabError(f"{p}: cannot read {what} ({e.strerror})") from None
+
+
+# --- range checks (each config section's ``check()``) ------------------------------------------
+
+def check_range(key: str, value: Any, low: float | None = None, high: float | None = None, *,
+                integer: bool = False, low_open: bool = False, high_open: bool = False,
+                optional: bool = False) -> None:
+    """Refuse ``value`` unless it is a finite number (an integer with ``integer``) in the interval
+    from ``low`` to ``high`` (either end open or closed, or absent); None passes when ``optional``."""
+    if value is None and optional:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (not integer or isinstance(value, int))
+    ok = ok and (low is None or (value > low if low_open else value >= low))
+    ok = ok and (high is None or (value < high if high_open else value <= high))
+    if not ok:
+        kind = "an integer" if integer else "a finite number"
+        if low is not None and high is not None:
+            bounds = f" in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        elif low is not None:
+            bounds = f" {'>' if low_open else '>='} {low:g}"
+        elif high is not None:
+            bounds = f" {'<' if high_open else '<='} {high:g}"
+        else:
+            bounds = ""
+        raise NclabError(f"{key}={value!r}: expected {kind}{bounds}" + (" or null" if optional else ""))
+
+
+def check_name(key: str, value: Any) -> None:
+    """A non-empty name (a registry key, or part of a folder name)."""
+    if not isinstance(value, str) or not value.strip():
+        raise NclabError(f"{key}={value!r}: expected a non-empty name")
+
+
 @dataclass
 class DataConfig:
     name: str = "glyphs"                  # a registered dataset (nclab.data.DATASETS)
@@ -55,12 +114,29 @@ class DataConfig:
     shift: int = 2                        # max random shift in pixels (pad + random crop)
     num_workers: int = 0                  # DataLoader worker processes (seeded); 0 = main process
 
+    def check(self) -> None:
+        check_name("data.name", self.name)
+        check_range("data.image_size", self.image_size, 1, integer=True, optional=True)
+        check_range("data.holdout", self.holdout, 0, low_open=True)
+        if self.holdout >= 1 and not float(self.holdout).is_integer():
+            raise NclabError(f"data.holdout={self.holdout!r}: expected a count of samples per class "
+                             f"(an integer >= 1) or a fraction in (0, 1)")
+        check_range("data.source_classes", self.source_classes, 2, integer=True, optional=True)
+        check_range("data.samples_per_class", self.samples_per_class, 1, integer=True)
+        check_range("data.seed", self.seed, 0, integer=True)
+        check_range("data.shift", self.shift, 0, integer=True)
+        check_range("data.num_workers", self.num_workers, 0, integer=True)
+
 
 @dataclass
 class ModelConfig:
     backbone: str = "conv4"               # conv4 | resnet12 | resnet18 | wrn | mlp
     head: str = "linear"                  # linear | linear_nobias | etf
     options: dict = field(default_factory=dict)   # backbone keyword arguments, e.g. {depth: 28, widen: 4}
+
+    def check(self) -> None:            # names and options: checked by building the model
+        check_name("model.backbone", self.backbone)
+        check_name("model.head", self.head)
 
 
 @dataclass
@@ -72,6 +148,16 @@ class OptimConfig:
     weight_decay: float = 5e-4
     betas: list = field(default_factory=lambda: [0.9, 0.999])
 
+    def check(self) -> None:
+        check_name("optim.name", self.name)
+        check_range("optim.lr", self.lr, 0, low_open=True)
+        check_range("optim.momentum", self.momentum, 0, 1, high_open=True)
+        check_range("optim.weight_decay", self.weight_decay, 0)
+        if len(self.betas) != 2:
+            raise NclabError(f"optim.betas={self.betas!r}: expected two numbers in [0, 1)")
+        for i, b in enumerate(self.betas):
+            check_range(f"optim.betas[{i}]", b, 0, 1, high_open=True)
+
 
 @dataclass
 class ScheduleConfig:
@@ -81,7 +167,17 @@ class ScheduleConfig:
     step_size: int = 30                   # step: epochs between decays
     milestones: list = field(default_factory=lambda: [60, 80])   # multistep: epochs
     gamma: float = 0.1
-    min_lr: float = 0.0                   # cosine floor
+    min_lr: float = 0.0                   # cosine floor, a fraction of optim.lr
+
+    def check(self) -> None:
+        check_name("schedule.name", self.name)
+        check_range("schedule.warmup_epochs", self.warmup_epochs, 0)
+        check_range("schedule.warmup_start", self.warmup_start, 0, 1)
+        check_range("schedule.step_size", self.step_size, 1, integer=True)
+        for i, m in enumerate(self.milestones):
+            check_range(f"schedule.milestones[{i}]", m, 0)
+        check_range("schedule.gamma", self.gamma, 0, low_open=True)
+        check_range("schedule.min_lr", self.min_lr, 0, 1)
 
 
 @dataclass
@@ -92,6 +188,12 @@ class TrainConfig:
     label_smoothing: float = 0.0
     regularizers: list = field(default_factory=list)   # e.g. [{gc: {alpha: 1e-6, probes: 1}}]
     drop_last: bool = True
+
+    def check(self) -> None:
+        check_range("train.epochs", self.epochs, 1, integer=True)
+        check_range("train.batch_size", self.batch_size, 1, integer=True)
+        check_name("train.loss", self.loss)
+        check_range("train.label_smoothing", self.label_smoothing, 0, 1, high_open=True)
 
 
 @dataclass
@@ -104,6 +206,15 @@ class TrainerConfig:
     ckpt_every_steps: int = 0             # also checkpoint every k optimizer steps (0: epoch ends only)
     eval_batch_size: int = 512
     progress: bool = True
+
+    def check(self) -> None:
+        check_name("trainer.accelerator", self.accelerator)
+        check_range("trainer.devices", self.devices, 1, integer=True)
+        check_name("trainer.precision", self.precision)
+        check_range("trainer.seed", self.seed, 0, 2 ** 63, integer=True, high_open=True)
+        check_range("trainer.threads", self.threads, 1, integer=True, optional=True)
+        check_range("trainer.ckpt_every_steps", self.ckpt_every_steps, 0, integer=True)
+        check_range("trainer.eval_batch_size", self.eval_batch_size, 1, integer=True)
 
 
 @dataclass
@@ -163,6 +274,21 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     probes: ProbesConfig = field(default_factory=ProbesConfig)
 
+    def check(self) -> "RunConfig":
+        """Every range of every section (each section's ``check()``); names against the registries
+        and availability of devices are checked when a run starts (``nclab.train.run.validate``)."""
+        check_name("name", self.name)
+        if "/" in self.name or "\0" in self.name or self.name in (".", ".."):
+            raise NclabError(f"name={self.name!r}: expected a name usable in a folder name (no '/')")
+        for f in dataclasses.fields(self):
+            section = getattr(self, f.name)
+            if dataclasses.is_dataclass(section) and hasattr(section, "check"):
+                section.check()
+        if self.train.batch_size % self.trainer.devices:
+            raise NclabError(f"train.batch_size={self.train.batch_size}: expected a multiple of "
+                             f"trainer.devices={self.trainer.devices}")
+        return self
+
 
 def to_dict(cfg: Any) -> dict:
     """Plain nested dict of a config dataclass (what a run writes as config.yaml)."""
@@ -173,6 +299,10 @@ def _fields(cls: type) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(cls)}
 
 
+_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list",
+          dict: "a mapping"}
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check / convert ``value`` to the annotated type ``tp``; error names the key."""
     origin = typing.get_origin(tp)
@@ -180,40 +310,37 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
         for a in args:
             if a is type(None):
                 continue
             try:
                 return _coerce(value, a, key)
-            except NclabError as e:
-                errors.append(str(e))
-        raise errors[0] if len(errors) == 1 else NclabError(f"{key}: {value!r} is not a valid value") from None
+            except NclabError:
+                pass
+        kinds = [_KINDS.get(a, "null" if a is type(None) else str(a)) for a in args]
+        raise NclabError(f"{key}: expected {' or '.join(kinds)}, got {value!r}")
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise NclabError(f"{key}: expected true or false, got {value!r}")
-    if tp is int:
+    elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise NclabError(f"{key}: expected an integer, got {value!r}")
-    if tp is float:
+    elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        raise NclabError(f"{key}: expected a number, got {value!r}")
-    if tp is str:
+    elif tp is str:
         if isinstance(value, str):
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)               # e.g. name=10
-        raise NclabError(f"{key}: expected a string, got {value!r}")
-    if tp in (list, dict):
+    elif tp in (list, dict):
         if isinstance(value, tp):
             return value
-        raise NclabError(f"{key}: expected a {tp.__name__}, got {value!r}")
-    raise TypeError(f"unsupported config type {tp} for {key}")
+    else:
+        raise TypeError(f"unsupported config type {tp} for {key}")
+    raise NclabError(f"{key}: expected {_KINDS[tp]}, got {value!r}")
 
 
 def _unknown_key(key: str, valid: list[str]) -> NclabError:
@@ -271,7 +398,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         value = yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
-        raise NclabError(f"override {text!r}: value is not valid YAML ({e.problem})") from None
+        raise NclabError(f"override {text!r}: value is not valid YAML ({yaml_problem(e)})") from None
     return key.strip(), value
 
 
@@ -281,29 +408,22 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     cfg = base if base is not None else RunConfig()
     if path is not None:
         p = Path(path)
+        data = read_yaml(p)
         try:
-            data = yaml_load(p.read_text())
-        except FileNotFoundError:
-            raise NclabError(f"{p}: config file not found") from None
-        except yaml.YAMLError as e:
-            raise NclabError(f"{p}: not valid YAML ({getattr(e, 'problem', e)})") from None
-        except OSError as e:
-            raise NclabError(f"{p}: cannot read config ({e.strerror})") from None
-        try:
-            _apply(cfg, data or {})
+            _apply(cfg, {} if data is None else data)
         except NclabError as e:
             raise NclabError(f"{p}: {e}") from None
     for o in overrides:
         k, v = parse_override(o)
         _set_path(cfg, k, v)
-    return cfg
+    return cfg.check()
 
 
 def from_dict(data: dict) -> RunConfig:
-    """Rebuild a RunConfig from :func:`to_dict` output (a run's config.yaml)."""
+    """Rebuild a RunConfig from :func:`to_dict` output (a run's config.yaml), checked."""
     cfg = RunConfig()
     _apply(cfg, data)
-    return cfg
+    return cfg.check()
 
 
 def packaged_config(name: str) -> Path:

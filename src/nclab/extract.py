@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nclab.atomic import check_target
 from nclab.config import RunConfig
 from nclab.data.base import SPLITS, ImageSet
 from nclab.data.loader import eval_batches
@@ -49,7 +50,10 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "final", device: str 
     run = RunDir.open(run_dir)
     cfg, pre = run.config(), run.preprocess()
     source = run.data_info()["splits"]["train"]["class_names"]
-    model = build_model(cfg, pre, len(source))
+    try:
+        model = build_model(cfg, pre, len(source))
+    except NclabError as e:
+        raise NclabError(f"{run.config_path}: {e}") from None
     if checkpoint == "final":
         if not run.weights_path.exists():
             raise NclabError(f"{run.weights_path}: no final weights (the run has not finished; "
@@ -163,6 +167,7 @@ def features_of_folder(loaded: LoadedRun, folder: str | os.PathLike, ink: str = 
 
 def write_features(run_dir: str, out: str, split: str | None = None, folder: str | None = None,
                    ink: str = "auto", checkpoint: str = "final") -> FeatureSet:
+    check_target(out)
     loaded = load_run(run_dir, checkpoint)
     fs = features_of_split(loaded, split) if folder is None else features_of_folder(loaded, folder, ink)
     save_features(out, fs)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from nclab.atomic import atomic_path
-from nclab.errors import NclabError
+from nclab.errors import NclabError, check_finite
 
 
 @dataclass
@@ -33,6 +33,7 @@ class FeatureSet:
         f, y = self.features, self.labels
         if f.ndim != 2:
             raise NclabError(f"{where}: 'features' must be N x d, got shape {f.shape}")
+        check_finite(f, f"{where}: 'features'")
         if y.ndim != 1 or len(y) != len(f):
             raise NclabError(f"{where}: 'labels' must be a vector of {len(f)} ints, got shape {y.shape}")
         if not np.issubdtype(y.dtype, np.integer):
@@ -74,10 +75,7 @@ def load_features(path: str | Path) -> FeatureSet:
                 raise NclabError(f"{p}: expected keys 'features' and 'labels', found {sorted(keys)}")
             feats = z["features"]
             labels = z["labels"]
-            if "class_names" in keys:
-                names = [str(s) for s in z["class_names"]]
-            else:
-                names = [str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0)]
+            names = z["class_names"] if "class_names" in keys else None
             W = z["W"] if "W" in keys else None
             b = z["b"] if "b" in keys else None
     except NclabError:
@@ -86,4 +84,19 @@ def load_features(path: str | Path) -> FeatureSet:
         raise NclabError(f"{p}: not a readable .npz feature file ({e})") from None
     if not np.issubdtype(feats.dtype, np.floating):
         raise NclabError(f"{p}: 'features' must be floating point, got {feats.dtype}")
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise NclabError(f"{p}: 'labels' must be a vector of integers, got {labels.dtype} shape {labels.shape}")
+    if names is not None:
+        if names.ndim != 1:
+            raise NclabError(f"{p}: 'class_names' must be a vector of names, got shape {names.shape}")
+        names = [str(s) for s in names]
+    else:
+        top = int(labels.max()) + 1 if len(labels) else 0
+        if top > len(labels):          # one name per class up to the largest label: not 10^9 of them
+            raise NclabError(f"{p}: no 'class_names', and the largest label {top - 1} exceeds the number of "
+                             f"samples ({len(labels)}); expected labels 0..C-1 with C <= N, or a 'class_names' array")
+        names = [str(i) for i in range(top)]
+    for key, a in (("W", W), ("b", b)):
+        if a is not None and not (np.issubdtype(a.dtype, np.floating) and np.isfinite(a).all()):
+            raise NclabError(f"{p}: {key!r} must hold finite floating-point numbers")
     return FeatureSet(feats, labels, names, W, b).validate(str(p))

@@ -31,7 +31,7 @@ from scipy.optimize import brentq, minimize
 from threadpoolctl import threadpool_limits
 from torch import Tensor
 
-from nclab.errors import NclabError, unknown_name
+from nclab.errors import NclabError, check_memory, unknown_name
 from nclab.metrics.collapse import CollapseRecord, measure
 from nclab.models.heads import simplex_etf
 from nclab.parallel import cpu_workers, parallel_map
@@ -232,6 +232,11 @@ def _check(settings: dict, sizes: list[int]) -> None:
         raise NclabError(f"etf_scale: expected a positive row norm, got {s['etf_scale']}")
     if s["records"] < 1:
         raise NclabError(f"records: expected at least 1 logged iteration, got {s['records']}")
+    if s["seed"] < 0:
+        raise NclabError(f"seed: expected a seed >= 0, got {s['seed']}")
+    # H (N x d), its gradient and the optimiser's copies: a few float64 arrays of the problem's size
+    check_memory(8 * 8 * (sum(sizes) + s["n_classes"]) * s["dim"],
+                 f"ufm with {s['n_classes']} classes, {sum(sizes)} samples, dim {s['dim']}")
 
 
 def _sizes(n_classes: int, n_per_class) -> list[int]:

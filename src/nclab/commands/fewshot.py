@@ -43,8 +43,11 @@ def _episode_sets(path: str | None, labels, way: int, shots: list[int], query: i
 
 
 def fewshot_command(args) -> int:
-    from nclab.atomic import atomic_write_json
+    from nclab.atomic import atomic_write_json, check_target
     from nclab.fewshot.evaluate import fewshot_report
+    for out in (args.json_out, args.episodes_file):
+        if out:
+            check_target(out)
 
     shots = list(args.shot)
     heads = list(args.head)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from nclab.atomic import atomic_write_json
+from nclab.atomic import atomic_write_json, check_target
 from nclab.errors import NclabError
 from nclab.metrics.gc import gc_report
 from nclab.report.tables import format_gc
@@ -14,6 +14,8 @@ from nclab.report.tables import format_gc
 
 def gc_command(args) -> int:
     from nclab.extract import load_run, split_images
+    if args.json_out:
+        check_target(args.json_out)
     probes = None if args.exact else args.probes
     if probes is not None and probes < 1:
         raise NclabError(f"--probes {probes}: expected a positive number of probes per sample")

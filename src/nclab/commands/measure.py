@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from nclab.atomic import atomic_write_json
+from nclab.atomic import atomic_write_json, check_target
 from nclab.extract import load_feature_source
 from nclab.metrics.collapse import measure
 from nclab.report.tables import format_collapse
 
 
 def measure_command(args) -> int:
+    if args.json_out:
+        check_target(args.json_out)
     fs = load_feature_source(args.source, args.split)
     rec = measure(fs.features, fs.labels, fs.W, fs.b, n_classes=fs.n_classes)
     title = args.source + (f" [{args.split}]" if args.split else "")

@@ -3,17 +3,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from nclab.atomic import atomic_write_json
+from nclab.atomic import atomic_write_json, check_target
 from nclab.errors import NclabError
 from nclab.report.tables import format_minority_collapse, format_ufm
 from nclab.ufm import RATIOS, imbalanced_sizes, minority_collapse, simulate
 
 
 def ufm_command(args) -> int:
-    if args.json_out and Path(args.json_out).is_dir():
-        raise NclabError(f"--json {args.json_out}: is a folder; expected a file name")
+    if args.json_out:
+        check_target(args.json_out)
     if args.imbalance is not None and args.minority_collapse is not None:
         raise NclabError("--imbalance R runs one imbalanced model, --minority-collapse sweeps R: give one of them")
     K = args.classes

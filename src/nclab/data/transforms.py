@@ -7,10 +7,13 @@ run's own size, channels, normalisation and ink convention.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import MISSING, asdict, dataclass, fields
 
 import numpy as np
 import torch
+
+from nclab.errors import NclabError
 
 
 @dataclass
@@ -27,7 +30,30 @@ class Preprocess:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Preprocess":
+    def from_dict(cls, d: dict, where: str = "preprocess") -> "Preprocess":
+        """Rebuild from :meth:`to_dict` (a run's preprocess.json), checking every field."""
+        if not isinstance(d, dict):
+            raise NclabError(f"{where}: expected a JSON object with {', '.join(f.name for f in fields(cls))}")
+        missing = [f.name for f in fields(cls) if f.name not in d and f.default is MISSING]
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if missing or unknown:
+            raise NclabError(f"{where}: " + (f"missing key {missing[0]!r}" if missing else f"unknown key {unknown[0]!r}"))
+        size, channels, mean, std = d["image_size"], d["channels"], d["mean"], d["std"]
+
+        def whole(v, low):
+            return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+        def numbers(v, positive):
+            return (isinstance(v, list) and len(v) in (1, channels if whole(channels, 1) else 1) and
+                    all(isinstance(a, (int, float)) and not isinstance(a, bool) and math.isfinite(a)
+                        and (a > 0 or not positive) for a in v))
+        for key, ok, expected in (("image_size", whole(size, 1), "an integer >= 1"),
+                                  ("channels", whole(channels, 1), "an integer >= 1"),
+                                  ("mean", numbers(mean, False), "a list of one finite number per channel"),
+                                  ("std", numbers(std, True), "a list of one positive number per channel"),
+                                  ("ink", isinstance(d.get("ink", "bright"), str), "a string")):
+            if not ok:
+                raise NclabError(f"{where}: {key}={d[key]!r:.60}: expected {expected}")
         return cls(**d)
 
     @classmethod

@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 
 from nclab.atomic import atomic_write_json, atomic_write_text, ensure_writable_dir
-from nclab.config import load_config, parse_override, yaml_load
+from nclab.config import load_config, parse_override, read_yaml
 from nclab.errors import NclabError
 
 MANIFEST = "manifest.json"
@@ -80,7 +80,11 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
         key, raw = (t.strip() for t in item.split("=", 1))
         if key in grid:
             raise NclabError(f"--grid {item!r}: {key} is given twice")
-        grid[key] = [parse_override(f"{key}={v}")[1] for v in split_values(raw)]
+        try:
+            values = split_values(raw)
+        except NclabError as e:
+            raise NclabError(f"--grid {item!r}: {e}") from None
+        grid[key] = [parse_override(f"{key}={v}")[1] for v in values]
     return grid
 
 
@@ -189,15 +193,26 @@ class Sweep:
             raise NclabError(f"{self.manifest_path}: not valid JSON ({e})") from None
         if not isinstance(data, dict) or not isinstance(data.get("points"), list):
             raise NclabError(f"{self.manifest_path}: expected an object with a 'points' list")
+        for key, ok, expected in (
+                ("grid", lambda v: isinstance(v, dict) and all(isinstance(x, list) for x in v.values()),
+                 "a mapping of keys to value lists"),
+                ("seeds", lambda v: isinstance(v, list) and all(isinstance(x, int) for x in v), "a list of integers"),
+                ("overrides", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+                 "a list of key=value strings")):
+            if key in data and not ok(data[key]):
+                raise NclabError(f"{self.manifest_path}: {key!r} must be {expected}, got {data[key]!r:.60}")
         return data
 
     def points(self) -> list[Point]:
         out = []
         for i, p in enumerate(self.manifest()["points"]):
-            try:
-                out.append(Point(str(p["name"]), [str(o) for o in p["overrides"]], dict(p["params"])))
-            except (KeyError, TypeError) as e:
-                raise NclabError(f"{self.manifest_path}: points[{i}] is malformed ({e})") from None
+            ok = (isinstance(p, dict) and isinstance(p.get("name"), str) and isinstance(p.get("overrides"), list)
+                  and isinstance(p.get("params"), dict))
+            # the name is a folder under runs/: never a path that leads elsewhere
+            if not ok or "/" in p["name"] or p["name"] in ("", ".", ".."):
+                raise NclabError(f"{self.manifest_path}: points[{i}] is malformed; expected "
+                                 f"{{'name': a folder name, 'overrides': [...], 'params': {{...}}}}")
+            out.append(Point(p["name"], [str(o) for o in p["overrides"]], dict(p["params"])))
         return out
 
     def run_dir(self, point: Point | str) -> Path:
@@ -226,6 +241,7 @@ class Sweep:
                "seeds": [int(s) for s in seeds], "points": [p.to_dict() for p in points]}
         if sweep.manifest_path.exists():
             old = sweep.manifest()
+            sweep.points()                                    # every point well-formed
             for key in ("kind", "name", "profile", "base_config", "overrides", "settings"):
                 if old.get(key) != new[key]:
                     raise NclabError(f"{sweep.root}: holds a different {old.get('kind', 'sweep')} ({key} "
@@ -362,15 +378,7 @@ class Sweep:
 
 def read_yaml_mapping(path: Path, what: str) -> dict:
     """A YAML file that must hold a mapping (recipes)."""
-    try:
-        data = yaml_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise NclabError(f"{path}: {what} not found") from None
-    except UnicodeDecodeError:
-        raise NclabError(f"{path}: {what} is not UTF-8 text") from None
-    except yaml.YAMLError as e:
-        first = str(getattr(e, "problem", None) or e).splitlines()[0]
-        raise NclabError(f"{path}: {what} is not valid YAML ({first})") from None
+    data = read_yaml(path, what)
     if not isinstance(data, dict):
         raise NclabError(f"{path}: {what} must be a mapping, got {type(data).__name__}")
     return data

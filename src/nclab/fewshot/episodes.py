@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from nclab.atomic import atomic_path
-from nclab.errors import NclabError
+from nclab.errors import NclabError, check_memory
 
 FORMAT = "nclab-episodes"
 VERSION = 1
@@ -127,10 +127,13 @@ class EpisodeSampler:
         self.seed = seed
 
     def _check_args(self) -> None:
-        for name, low in (("way", 2), ("shot", 1), ("query", 1), ("episodes", 1)):
+        for name, low in (("way", 2), ("shot", 1), ("query", 1), ("episodes", 1), ("seed", 0)):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < low:
                 raise NclabError(f"few-shot {name}: expected an integer >= {low}, got {v!r}")
+        # the index array (int64) and the sampler's draws of the same size
+        check_memory(16 * int(self.episodes) * int(self.way) * (int(self.shot) + int(self.query)),
+                     f"few-shot episodes: {self.episodes} episodes of {self.way} x {self.shot + self.query} rows")
 
     def sample(self, labels) -> Episodes:
         """Sample the episodes; ``labels`` is the N-vector of class ids of the feature rows."""

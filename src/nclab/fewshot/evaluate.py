@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from nclab.errors import NclabError
+from nclab.errors import NclabError, check_finite
+from nclab.fewshot import warmup
 from nclab.fewshot.bound import class_cdnv_matrix, episode_cdnv, transfer_bound_term
 from nclab.fewshot.episodes import Episodes, EpisodeSampler
 from nclab.fewshot.heads import EpisodeHead, LogisticHead, NCCHead, RidgeHead, gram_rtol, make_head
@@ -44,10 +45,13 @@ class FewshotResult:
                                 for (n, h), acc in self.accuracies.items()}}
 
 
-def _features(features) -> torch.Tensor:
+def _features(features, finite: bool = True) -> torch.Tensor:
+    """The feature matrix as a float32 / float64 tensor, checked: N x d (d >= 1), finite."""
     x = features if torch.is_tensor(features) else torch.from_numpy(np.ascontiguousarray(features))
-    if x.ndim != 2 or not x.is_floating_point():
-        raise NclabError(f"features: expected a floating N x d matrix, got {x.dtype} shape {tuple(x.shape)}")
+    if x.ndim != 2 or not x.is_floating_point() or x.shape[1] == 0:
+        raise NclabError(f"features: expected a floating N x d matrix with d >= 1, got {x.dtype} shape {tuple(x.shape)}")
+    if finite:
+        check_finite(x)
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
@@ -108,9 +112,10 @@ def _fresh(head: EpisodeHead) -> EpisodeHead:
         return copy.copy(head)
 
 
-def _kernels_on(device) -> bool:
-    """Whether the compiled CPU kernels apply on ``device`` (else tensor ops: GPUs, or tests)."""
-    return torch.device(device).type == "cpu" and not _TENSOR_SCORING
+def _kernels_on(x: torch.Tensor) -> bool:
+    """Whether the compiled CPU kernels evaluate ``x`` now: on CPU, once compiled for its dtype
+    (:mod:`nclab.fewshot.warmup`; until then, and on GPUs or in tests, tensor ops)."""
+    return x.device.type == "cpu" and not _TENSOR_SCORING and warmup.ready(x.dtype)
 
 
 def _path(head: EpisodeHead, kernels: bool, support_size: int) -> str:
@@ -126,11 +131,10 @@ def _path(head: EpisodeHead, kernels: bool, support_size: int) -> str:
     return "gram" if isinstance(head, LogisticHead) else "generic"
 
 
-def _needs_row_scale(heads, device, support_size: int) -> bool:
+def _needs_row_scale(heads, kernels: bool, support_size: int) -> bool:
     """Whether the engine reads the "l2" factors 1 / ||x_i|| of all rows for these heads: the
-    compiled CPU kernels (NCC, ridge) take the norms from the rows they read; GPUs, logistic and
-    generic heads use the factors."""
-    kernels = _kernels_on(device)
+    compiled CPU kernels (NCC, ridge) take the norms from the rows they read; the tensor path,
+    logistic and generic heads use the factors."""
     return not kernels or any(_path(h, kernels, support_size) in ("gram", "generic") for _, h in heads)
 
 
@@ -160,8 +164,9 @@ class _Engine:
     """
 
     def __init__(self, x: torch.Tensor, labels: np.ndarray, episodes: Episodes, workers: int,
-                 chunk_size: int | None, l2: bool, scale=None):
+                 chunk_size: int | None, l2: bool, scale=None, kernels: bool = False):
         self.x, self.workers, self.chunk, self.l2, self._scale = x, workers, chunk_size, l2, scale
+        self.kernels = kernels               # decided once per evaluation: every step takes one path
         if x.device.type == "cpu":
             self.x_np = x.contiguous().numpy()
         self.k, self.n, self.q, self.E = episodes.way, episodes.shot, episodes.query, episodes.n_episodes
@@ -216,12 +221,9 @@ class _Engine:
         step = self._steps(idx.shape[0], idx.shape[1] * 4).step
         parallel_map(chunk, range(0, idx.shape[0], step), self.workers)
 
-    def _kernels(self) -> bool:
-        return _kernels_on(self.x.device)
-
     def _gram(self, idx: torch.Tensor, K: torch.Tensor) -> None:
         """K[e] = diag(a) X_e X_e^T diag(a) in float64 for the rows idx[e] (B x s) of each episode."""
-        if self._kernels():
+        if self.kernels:
             from nclab.fewshot.kernels import gram_rows
             gram_rows(self.x_np, idx.numpy(), self.scale.numpy(), K.numpy(), 0, idx.shape[0])
             return
@@ -241,7 +243,7 @@ class _Engine:
         (euclidean: argmax 2 q.w - ||w||^2), or W / ||W|| with b = 0 (cosine)."""
         k, n, E = self.k, self.n, self.E
         W = empty((E * k, self.x.shape[1]), self.x.dtype, self.x.device)
-        if self._kernels():
+        if self.kernels:
             from nclab.fewshot.kernels import centroids
             b = torch.zeros(E * k, dtype=torch.float64)
             args = (self.x_np, self.idx_np, n, self.by_class, self._kernel_scale(), self.l2, metric == "cosine",
@@ -333,7 +335,7 @@ class _Engine:
         E, k, q, d = self.E, self.k, self.q, W.shape[1]
         P = E * k
         hits = torch.empty(P, dtype=torch.int64, device=self.x.device)
-        if self._kernels():
+        if self.kernels:
             from nclab.fewshot.kernels import score_slots
             args = (self.x_np, self.idx_np, self.n, self.by_class, self._kernel_scale(), self.l2,
                     W.contiguous().numpy(), bias.contiguous().numpy(), hits.numpy())
@@ -377,8 +379,8 @@ class _Engine:
 
     def run(self, heads) -> dict[str, torch.Tensor]:
         forms, generic = {}, []
-        path = {name: _path(h, self._kernels(), self.k * self.n) for name, h in heads}
-        if _needs_row_scale(heads, self.x.device, self.k * self.n):
+        path = {name: _path(h, self.kernels, self.k * self.n) for name, h in heads}
+        if _needs_row_scale(heads, self.kernels, self.k * self.n):
             self.scale              # computed here: worker threads read it, and must not start a pool of their own
         K = self.gram() if "gram" in path.values() else None
         for name, h in heads:
@@ -398,21 +400,25 @@ class _Engine:
 
 def evaluate_episodes(features, labels, episodes: Episodes, heads=("ncc", "ridge", "logistic"),
                       transform: str = "l2", base_mean=None, chunk_size: int | None = None,
-                      _row_scale=None, _workers: int = 1) -> dict[str, np.ndarray]:
+                      _row_scale=None, _workers: int = 1, _checked: bool = False,
+                      _kernels: bool | None = None) -> dict[str, np.ndarray]:
     """Per-episode accuracies (fractions) of each head on ``episodes``: ``{head name: E-vector}``.
     (Internal: ``_row_scale``, a function returning 1/max(||x_i||, 1e-12) for all rows, to share
     it between calls with "l2"; ``_workers``, threads taking chunks of episodes, each with
-    single-threaded torch ops.)"""
-    x = _features(features)
+    single-threaded torch ops; ``_checked``, the features were checked finite by the caller;
+    ``_kernels``, the caller's decision for the compiled kernels.)"""
+    x = _features(features, finite=not _checked)
     y = _labels(labels, x.shape[0])
     episodes.check(y)
-    check_transform(transform, base_mean)
+    check_transform(transform, base_mean, x.shape[1])
     heads = _head_list(heads)
     if int(episodes.indices.min()) < 0 or int(episodes.indices.max()) >= x.shape[0]:
         raise NclabError(f"episodes: row indices must lie in 0..{x.shape[0] - 1} (the feature rows)")
     if transform.startswith("center"):
         x = _transformed(x, transform, base_mean)
-    acc = _Engine(x, y, episodes, _workers, chunk_size, l2=transform == "l2", scale=_row_scale).run(heads)
+    kernels = _kernels_on(x) if _kernels is None else _kernels
+    acc = _Engine(x, y, episodes, _workers, chunk_size, l2=transform == "l2", scale=_row_scale,
+                  kernels=kernels).run(heads)
     return {name: acc[name].cpu().numpy() for name, _ in heads}
 
 
@@ -430,7 +436,7 @@ def fewshot_report(features, labels, way: int = 5, shot: int | Sequence[int] = (
         raise NclabError("few-shot shot: expected at least one shot count")
     if base_mean is None and base_features is not None:
         base_mean = _base_mean(base_features)
-    check_transform(transform, base_mean)
+    check_transform(transform, base_mean, x.shape[1])
     given = {}
     for s in episode_sets or ():
         given[s.shot] = s
@@ -438,6 +444,7 @@ def fewshot_report(features, labels, way: int = 5, shot: int | Sequence[int] = (
     if bound and "ncc" not in names:
         heads = tuple(heads) + ("ncc",)
     result = FewshotResult(rows=[])
+    kernels = _kernels_on(x)                 # one decision for the whole call (the kernels may become ready meanwhile)
     with cpu_workers(x.device, num_threads) as workers:
         row_scale = None
         if transform == "l2":
@@ -445,7 +452,7 @@ def fewshot_report(features, labels, way: int = 5, shot: int | Sequence[int] = (
             # in cache; the other paths (GPUs, logistic's weights, 1-NN, custom heads, the bound)
             # apply 1 / ||x||, computed once per row (one read of N x d) on a pool thread while the
             # first episodes are sampled with NumPy, or on first use when the episodes are given.
-            if bound or any(_needs_row_scale(_head_list(heads), x.device, way * n) for n in shots):
+            if bound or any(_needs_row_scale(_head_list(heads), kernels, way * n) for n in shots):
                 row_scale = (functools.cache(lambda: _row_norms_inverse(x, workers)) if all(n in given for n in shots)
                              else background(_row_norms_inverse, x, 1).result)
         elif transform != "none":
@@ -462,7 +469,7 @@ def fewshot_report(features, labels, way: int = 5, shot: int | Sequence[int] = (
                 ep = EpisodeSampler(way, n, query, episodes, seed).sample(y)
             result.episodes[n] = ep
             acc = evaluate_episodes(x, y, ep, heads, transform, base_mean, chunk_size, _row_scale=row_scale,
-                                    _workers=workers)
+                                    _workers=workers, _checked=True, _kernels=kernels)
             for name in names:
                 result.accuracies[(n, name)] = acc[name]
                 result.rows.append({"way": way, "shot": n, "query": query, "head": name, "episodes": ep.n_episodes,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from nclab.errors import unknown_name
+from nclab.errors import NclabError, unknown_name
 
 TRANSFORMS = ("none", "l2", "center", "center+l2")
 
@@ -29,12 +29,18 @@ def base_mean(base_features) -> torch.Tensor:
     return f.to(torch.float64).mean(dim=0)
 
 
-def check_transform(name: str, mean) -> None:
-    from nclab.errors import NclabError
+def check_transform(name: str, mean, dim: int | None = None) -> None:
+    """``name`` is a transform; the centring ones have a finite base mean of ``dim`` entries."""
     if name not in TRANSFORMS:
         raise unknown_name("feature transform", name, TRANSFORMS)
-    if name.startswith("center") and mean is None:
-        raise NclabError(f"feature transform {name!r} needs the base-class mean (pass base_mean or base_features)")
+    if name.startswith("center"):
+        if mean is None:
+            raise NclabError(f"feature transform {name!r} needs the base-class mean (pass base_mean or base_features)")
+        m = torch.as_tensor(mean)
+        if dim is not None and tuple(m.shape) != (dim,):
+            raise NclabError(f"base_mean: expected {dim} entries (one per feature), got shape {tuple(m.shape)}")
+        if not bool(torch.isfinite(m).all()):
+            raise NclabError("base_mean: non-finite values (NaN or inf in the base features?); expected finite numbers")
 
 
 def apply_transform_(x: torch.Tensor, name: str, mean: torch.Tensor | None = None) -> torch.Tensor:

@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nclab.errors import NclabError
-from nclab.metrics.stats import CentredPass, ClassMoments, ClassStats, check_finite
+from nclab.errors import NclabError, check_finite, check_memory
+from nclab.metrics.stats import CentredPass, ClassMoments, ClassStats
 from nclab.parallel import parallel_map
 
 __all__ = [
@@ -325,6 +325,8 @@ def _etf_error_general(A: Tensor, B: Tensor) -> float:
             P = A[i0:i0 + rows] @ B.T
             fro2 += float((P * P).sum())
     inner = float((A * B).sum()) - float(A.sum(0) @ B.sum(0)) / K
+    if fro2 == 0:
+        return math.nan                   # A B^T = 0 (e.g. a zero classifier): no direction to compare
     return math.sqrt(max(0.0, 2 - 2 * inner / (math.sqrt(fro2) * math.sqrt(K - 1))))
 
 
@@ -509,6 +511,9 @@ def _record(moments: ClassMoments, geo: MeanGeometry, quad: Tensor, sqdev: Tenso
     used, dropped = _used(moments)
     n = moments.counts[used].to(torch.float64)
     N, K, d = int(n.sum()), len(used), moments.means.shape[1]
+    if geo.rank == 0:
+        raise NclabError(f"features: all {K} class means coincide (no between-class variation, e.g. constant "
+                         f"features); the collapse metrics are undefined")
     if variance == "unbiased":
         if bool((n < 2).any()):
             c = int(used[(n < 2).nonzero()[0, 0]])
@@ -624,8 +629,8 @@ def measure(features, labels, W=None, b=None, *, n_classes: int | None = None, g
         raise NclabError(f"labels: expected {len(X)} integer labels, got shape {tuple(y.shape)}")
     if y.is_floating_point() or y.dtype == torch.bool:
         raise NclabError(f"labels: expected integers, got {y.dtype}")
-    if len(X) == 0:
-        raise NclabError("features: no samples")
+    if len(X) == 0 or X.shape[1] == 0:
+        raise NclabError(f"features: expected at least one sample and one dimension, got shape {tuple(X.shape)}")
     y = y.to(device=X.device, dtype=torch.int64)
     if int(y.min()) < 0:
         raise NclabError(f"labels: expected values >= 0, got {int(y.min())}")
@@ -634,6 +639,7 @@ def measure(features, labels, W=None, b=None, *, n_classes: int | None = None, g
     C = n_classes if n_classes is not None else (int(np.shape(W)[0]) if W is not None else top)
     if top > C:
         raise NclabError(f"labels: expected values in 0..{C - 1}, got {top - 1}")
+    check_memory(8 * C * d * 4, f"class statistics of {C} classes x {d} dimensions (labels up to {top - 1})")
     Wt, bt = _classifier(W, b, C, d, X.device)
     # chunks of ~4 MiB of float64 stay in cache through the few element-wise passes of an update
     # and are recycled by the allocator (larger ones are mapped and page-faulted afresh each time);
@@ -688,8 +694,7 @@ def measure(features, labels, W=None, b=None, *, n_classes: int | None = None, g
     try:
         first = run(lambda: ClassStats(C, d, scatter=False, shift=shift, sync_on_compute=False))
     except NclabError:
-        for i in starts:                                   # name the row of the whole array
-            check_finite(X[i:i + rows], offset=i)
+        check_finite(X)                                    # count and locate in the whole array
         raise
     mom = first.compute()
     used, _ = _used(mom)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nclab.errors import NclabError
+from nclab.errors import NclabError, check_finite
 from nclab.metrics.collapse import cdnv
 from nclab.metrics.stats import class_moments
 
@@ -192,11 +192,14 @@ def per_sample_gc(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, pr
         raise NclabError(f"probes must be a positive integer or None (exact), got {probes!r}")
     if probes is None and out_dims is not None:
         raise NclabError("out_dims subsamples output dimensions of the estimator; give probes too")
+    if not isinstance(seed, int) or seed < 0:
+        raise NclabError(f"seed must be an integer >= 0, got {seed!r}")
     if sample_chunk < 1 or out_chunk < 1:
         raise NclabError(f"sample_chunk and out_chunk must be >= 1, got {sample_chunk}, {out_chunk}")
     n = len(x)
     if n == 0:
         raise NclabError("x has no samples")
+    check_finite(x.flatten(1), "x")
     values, mean_vars, outputs = [], [], []
     source = None
     with eval_mode(*_modules_of(f)), torch.enable_grad():
@@ -207,6 +210,7 @@ def per_sample_gc(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, pr
                 raise NclabError(f"f must map a batch of {len(xb)} samples to {len(xb)} outputs, got shape "
                                  f"{tuple(y.shape)}")
             y = y.flatten(1)
+            check_finite(y.detach(), "f(x) (diverged weights?)", offset=start)
             B, D = y.shape
             if probes is None:
                 total = torch.zeros(B, dtype=torch.float64, device=y.device)
@@ -225,6 +229,7 @@ def per_sample_gc(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, pr
                 if len(q) > 1:
                     mean_vars.append(q.var(0, correction=1) / len(q))
             outputs.append(y.detach())
+    check_finite(torch.cat(values), "per-sample GC (the Jacobian of f overflows)")
     return PerSampleGC(values=torch.cat(values), mean_var=torch.cat(mean_vars) if mean_vars else None,
                        outputs=torch.cat(outputs), exact=probes is None,
                        probes=None if probes is None else int(probes),
@@ -300,7 +305,13 @@ def gc_report(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, labels
     labels = torch.as_tensor(labels, dtype=torch.long)
     if labels.shape != (len(x),):
         raise NclabError(f"labels must be a vector of {len(x)} class ids, got shape {tuple(labels.shape)}")
+    if len(labels) == 0:
+        raise NclabError("x has no samples")
     C = int(labels.max()) + 1 if n_classes is None else int(n_classes)
+    if int(labels.min()) < 0 or int(labels.max()) >= C:
+        raise NclabError(f"labels must lie in 0..{C - 1}, got {int(labels.min())}..{int(labels.max())}")
+    if C > len(labels):                     # some class is empty (and C may be huge): say so before any work
+        raise NclabError(f"every class 0..{C - 1} needs samples, and there are only {len(labels)} samples")
     ps = per_sample_gc(f, x, probes, seed=seed, distribution=distribution, out_dims=out_dims,
                        sample_chunk=sample_chunk, out_chunk=out_chunk)
     labels = labels.to(ps.values.device)

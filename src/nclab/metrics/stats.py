@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from nclab.errors import NclabError
+from nclab.errors import NclabError, check_finite
 
 __all__ = ["ClassMoments", "ClassStats", "CentredPass", "SCATTER_MAX_DIM", "class_moments"]
 
@@ -93,21 +93,8 @@ def _as_batch(features, labels, n_classes: int, dim: int, ws: _Workspace) -> tup
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= n_classes):
         raise NclabError(f"labels: expected values in 0..{n_classes - 1}, got {int(y.min())}..{int(y.max())}")
     h64 = ws.get("h", tuple(h.shape), torch.float64, h.device).copy_(h)
-    check_finite(h64)
+    check_finite(h64, what="features (this batch)")
     return h64, y, h
-
-
-def check_finite(h: Tensor, offset: int = 0, what: str = "features") -> None:
-    """Refuse NaN / inf. A float64 sum of finite float16/32 values cannot overflow, so one cheap
-    reduction decides; the element-wise scan runs only to locate a problem."""
-    if bool(torch.isfinite(h.sum(dtype=torch.float64))):
-        return
-    bad = ~torch.isfinite(h)
-    if not bool(bad.any()):
-        return                                   # finite values whose float64 sum overflowed
-    row, col = (int(v) for v in bad.nonzero()[0])
-    raise NclabError(f"{what}: {int(bad.sum())} non-finite values in this batch (first at row {row + offset}, "
-                     f"column {col}); expected finite numbers")
 
 
 class ClassStats(Metric):

@@ -45,7 +45,7 @@ def create_backbone(name: str, in_channels: int = 1, image_size: int = 28, **opt
         raise NclabError(f"model.options: {name} has no option {', '.join(bad)}; valid: {', '.join(valid)}")
     try:
         return cls(**kwargs)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, RuntimeError) as e:       # torch refuses e.g. a negative width
         raise NclabError(f"model.options for {name}: {e}") from None
 
 

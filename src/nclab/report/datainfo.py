@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nclab.atomic import atomic_path
+from nclab.atomic import atomic_path, check_target
 from nclab.config import DataConfig
 from nclab.data.base import CLASS_SPLITS
 from nclab.data.prepare import split_dataset
@@ -58,11 +58,15 @@ def data_show(cfg: DataConfig, out: str, split: str = "train", n_classes: int = 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    check_target(out)
+    if n_classes < 1 or n_samples < 1:
+        raise NclabError(f"--classes {n_classes} --samples {n_samples}: expected at least 1 of each")
+    if seed < 0:
+        raise NclabError(f"--seed {seed}: expected a seed >= 0")
     images = split_dataset(load_dataset(cfg), cfg).splits[split]
     if images.n_classes == 0:
         raise NclabError(f"dataset {cfg.name!r} has no {split!r} classes to show")
-    if n_classes < 1 or n_samples < 1:
-        raise NclabError("--classes and --samples must be at least 1")
+    n_samples = min(n_samples, int(images.counts().max()))
     rng = np.random.default_rng(seed)
     classes = np.sort(rng.choice(images.n_classes, min(n_classes, images.n_classes), replace=False))
     cell = images.image_shape[0]

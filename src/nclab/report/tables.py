@@ -57,8 +57,9 @@ def format_fewshot(rows: list[dict], bound: list[dict]) -> str:
         lines.append("")
         lines.append(f"{'way':>4}{'shot':>5}{'avg CDNV':>11}{'bound term':>12}{'NCC error':>11}"
                      "   (Galanti et al. 2022: (k-1)(1+1/n) Avg CDNV)")
-        for b in bound:
-            lines.append(f"{b['way']:>4}{b['shot']:>5}{b['avg_cdnv']:>11.4g}{b['bound_term']:>12.4g}{b['ncc_error']:>11.4f}")
+        for b in bound:        # avg CDNV None: two classes with equal means, CDNV infinite
+            cdnv, term = (("inf", "inf") if b["avg_cdnv"] is None else (f"{b['avg_cdnv']:.4g}", f"{b['bound_term']:.4g}"))
+            lines.append(f"{b['way']:>4}{b['shot']:>5}{cdnv:>11}{term:>12}{b['ncc_error']:>11.4f}")
     return "\n".join(lines)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -68,19 +70,45 @@ def save_checkpoint(run_dir: Path, module: torch.nn.Module, state: dict) -> None
             old.unlink(missing_ok=True)
 
 
+_NAMES = re.compile(r"^step-\d{8}\.(safetensors|state\.pt)$")
+STATE_KEYS = {"optimizer": dict, "scheduler": dict, "rng": list, "epoch": int, "step": int, "global_step": int,
+              "seconds": float, "sums": dict, "records": int}
+
+
 def latest_checkpoint(run_dir: Path) -> tuple[Path, Path] | None:
+    """(weights, state) of the checkpoint ``checkpoints/latest.json`` names, or None without one."""
     pointer = Path(run_dir) / CKPT / "latest.json"
     if not pointer.exists():
         return None
     try:
-        meta = json.loads(pointer.read_text())
-        return pointer.parent / meta["weights"], pointer.parent / meta["state"]
-    except (ValueError, KeyError) as e:
-        raise NclabError(f"{pointer}: corrupt checkpoint pointer ({e})") from None
+        meta = json.loads(pointer.read_bytes().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise NclabError(f"{pointer}: corrupt checkpoint pointer, not valid JSON ({e})") from None
+    if not isinstance(meta, dict) or not all(isinstance(meta.get(k), str) and _NAMES.match(meta[k])
+                                             for k in ("weights", "state")):
+        raise NclabError(f"{pointer}: corrupt checkpoint pointer; expected {{\"weights\": \"step-NNNNNNNN.safetensors\", "
+                         f"\"state\": \"step-NNNNNNNN.state.pt\"}}")
+    files = pointer.parent / meta["weights"], pointer.parent / meta["state"]
+    for f in files:
+        if not f.is_file():
+            raise NclabError(f"{pointer}: names {f.name}, which is missing from {pointer.parent}")
+    return files
 
 
 def load_state(path: Path, map_location="cpu") -> dict:
+    """The loop state of a checkpoint, read with ``weights_only=True`` (tensors and plain values
+    only; anything else is refused, never unpickled) and checked key by key."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:           # torch's refusal: damaged, or objects that would need unpickling
+        raise NclabError(f"{path}: refused as a checkpoint state: damaged, or it holds objects other than "
+                         f"tensors and plain values (never unpickled)") from None
     except Exception as e:
-        raise NclabError(f"{path}: not a readable checkpoint state ({e})") from None
+        raise NclabError(f"{path}: not a readable checkpoint state ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict):
+        raise NclabError(f"{path}: expected a checkpoint state dictionary, got {type(state).__name__}")
+    for key, kind in STATE_KEYS.items():
+        v = state.get(key)
+        if not isinstance(v, kind) or isinstance(v, bool) or (kind is int and v < 0):
+            raise NclabError(f"{path}: checkpoint state key {key!r} is missing or not {kind.__name__}")
+    return state

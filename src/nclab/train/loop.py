@@ -14,6 +14,7 @@ epoch's training and test-accuracy time, without the callbacks (which may time t
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -94,12 +95,7 @@ def train_worker(fabric, run_dir: str | Path, callbacks: Sequence[EpochCallback]
     model = build_model(cfg, pre, train_set.n_classes)
     optimizer = build_optimizer(model.parameters(), cfg.optim)
     world = fabric.world_size
-    per_rank, rem = divmod(tc.batch_size, world)
-    if rem:
-        raise NclabError(f"train.batch_size={tc.batch_size} must be divisible by trainer.devices={world}")
     steps_per_epoch = len(train_set) // tc.batch_size if tc.drop_last else -(-len(train_set) // tc.batch_size)
-    if steps_per_epoch == 0:
-        raise NclabError(f"train.batch_size={tc.batch_size} exceeds the {len(train_set)} training samples")
     scheduler = build_scheduler(optimizer, cfg.schedule, tc.epochs, steps_per_epoch)
     loss_fn = make_loss(tc.loss, train_set.n_classes, tc.label_smoothing)
     regs = build_regularizers(tc.regularizers)
@@ -114,13 +110,20 @@ def train_worker(fabric, run_dir: str | Path, callbacks: Sequence[EpochCallback]
     if ckpt is not None:
         load_weights(ckpt[0], model)
         state = load_state(ckpt[1])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"][fabric.global_rank], fabric.device)
+        if state["epoch"] > tc.epochs or len(state["rng"]) != world:
+            raise NclabError(f"{ckpt[1]}: the checkpoint (epoch {state['epoch']}, {len(state['rng'])} processes) "
+                             f"does not fit train.epochs={tc.epochs}, trainer.devices={world} of {run.config_path}")
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            set_rng_state(state["rng"][fabric.global_rank], fabric.device)
+            for k in sums:
+                sums[k] += state["sums"][k][fabric.global_rank].to(fabric.device)
+        except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as e:
+            raise NclabError(f"{ckpt[1]}: the checkpoint does not fit the run's config "
+                             f"({type(e).__name__}: {e}); was {run.config_path} edited?") from None
         epoch, step, global_step = state["epoch"], state["step"], state["global_step"]
         seconds_done = state["seconds"]
-        for k in sums:
-            sums[k] += state["sums"][k][fabric.global_rank].to(fabric.device)
         n_records = state["records"]
     if rank0:
         run.truncate_records(n_records)        # without a checkpoint: a fresh start (maybe a restart)
@@ -190,6 +193,9 @@ def train_worker(fabric, run_dir: str | Path, callbacks: Sequence[EpochCallback]
                 checkpoint(records=n_records)
         tot = {k: (fabric.all_reduce(v, reduce_op="sum") if world > 1 else v) for k, v in sums.items()}
         n = float(tot["count"])
+        if not math.isfinite(float(tot["loss"])):      # NaN / inf weights: every later number would be noise
+            raise NclabError(f"{run.path}: training diverged, the loss of epoch {epoch + 1} is {float(tot['loss']) / n} "
+                             f"(optim.lr={cfg.optim.lr}; a smaller learning rate?)")
         record = {"epoch": epoch + 1, "step": global_step, "lr": lr, "loss": float(tot["loss"]) / n,
                   "train_acc": float(tot["correct"]) / n,
                   "test_acc": accuracy(fabric, model, data.splits["test"].images, data.splits["test"].labels,

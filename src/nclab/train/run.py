@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,29 +31,50 @@ def _fabric(cfg: RunConfig):
     return Fabric(accelerator=t.accelerator, devices=1, precision=t.precision)
 
 
+def _check_devices(t) -> None:
+    """The accelerator named in the config exists on this machine, with enough devices."""
+    import torch
+    if t.accelerator in ("cuda", "gpu"):
+        found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if found < t.devices:
+            raise NclabError(f"trainer.accelerator={t.accelerator}: {t.devices} CUDA device(s) requested, "
+                             f"{found} available on this machine (use trainer.accelerator=cpu)")
+    elif t.accelerator == "mps" and not torch.backends.mps.is_available():
+        raise NclabError("trainer.accelerator=mps: MPS is not available on this machine (use trainer.accelerator=cpu)")
+
+
 def validate(cfg: RunConfig, data: PreparedData) -> None:
-    """Every name and number in the config, checked before anything is written."""
+    """Every name and number in the config, checked before anything is written: ranges
+    (``cfg.check()``), registry names, devices, the batch against the training set, and one
+    forward pass of the model on two blank images of the run's shape."""
+    import torch
     from nclab.train.loop import build_model
+    cfg.check()
     t = cfg.trainer
     if t.precision not in PRECISIONS:
         raise unknown_name("precision (trainer.precision)", t.precision, PRECISIONS)
     if t.accelerator not in ACCELERATORS:
         raise unknown_name("accelerator (trainer.accelerator)", t.accelerator, ACCELERATORS)
-    if t.devices < 1:
-        raise NclabError(f"trainer.devices={t.devices}: expected >= 1")
-    if cfg.train.epochs < 1:
-        raise NclabError(f"train.epochs={cfg.train.epochs}: expected >= 1")
-    if cfg.train.batch_size < 1 or cfg.train.batch_size % t.devices:
-        raise NclabError(f"train.batch_size={cfg.train.batch_size}: expected a positive multiple of "
-                         f"trainer.devices={t.devices}")
-    if not 0 <= cfg.train.label_smoothing < 1:
-        raise NclabError(f"train.label_smoothing={cfg.train.label_smoothing}: expected 0 <= s < 1")
-    if cfg.data.shift < 0:
-        raise NclabError(f"data.shift={cfg.data.shift}: expected >= 0")
+    _check_devices(t)
+    n_train = len(data.splits["train"])
+    if cfg.train.drop_last and cfg.train.batch_size > n_train:
+        raise NclabError(f"train.batch_size={cfg.train.batch_size}: exceeds the {n_train} training samples "
+                         f"(with train.drop_last=true an epoch would have no step)")
     make_loss(cfg.train.loss, 2)
     check_schedule(cfg.schedule)
     build_regularizers(cfg.train.regularizers)
-    model = build_model(cfg, Preprocess(data.image_shape[0], data.channels, [0.0], [1.0]), data.num_source_classes)
+    pre = Preprocess(data.image_shape[0], data.channels, [0.0], [1.0])
+    try:
+        with warnings.catch_warnings():      # e.g. torch's "zero-element tensor" of a zero width
+            warnings.simplefilter("error")
+            model = build_model(cfg, pre, data.num_source_classes)
+            with torch.no_grad():
+                model.eval()(torch.zeros(2, pre.channels, pre.image_size, pre.image_size))
+    except NclabError:
+        raise
+    except (RuntimeError, ValueError, UserWarning) as e:
+        raise NclabError(f"model.backbone={cfg.model.backbone} (options {cfg.model.options}) cannot embed "
+                         f"{pre.channels} x {pre.image_size} x {pre.image_size} images: {e}") from None
     build_optimizer(model.parameters(), cfg.optim)
 
 
@@ -87,31 +109,58 @@ def _launch(run: RunDir, cfg: RunConfig, callbacks: Sequence[EpochCallback],
     from nclab.train.loop import train_worker
     fabric = _fabric(cfg)
     if cfg.trainer.devices > 1:
-        # spawned processes load the (cached) data themselves rather than receive it pickled
-        return fabric.launch(train_worker, str(run.path), tuple(callbacks))
+        from torch.multiprocessing import ProcessRaisedException
+        try:
+            # spawned processes load the (cached) data themselves rather than receive it pickled
+            return fabric.launch(train_worker, str(run.path), tuple(callbacks))
+        except ProcessRaisedException as e:
+            # a worker's NclabError arrives as its traceback text: keep the error's one line
+            last = str(e).strip().splitlines()[-1]
+            prefix = f"{NclabError.__module__}.{NclabError.__name__}: "
+            if last.startswith(prefix):
+                raise NclabError(last[len(prefix):]) from None
+            raise
     return train_worker(fabric, run.path, callbacks, data)
 
 
 def start_run(config: str | os.PathLike | None, overrides: Sequence[str] = (), out: str | os.PathLike | None = None,
               callbacks: Sequence[EpochCallback] = (), cfg: RunConfig | None = None) -> RunDir:
-    """Validate, create the run directory, train. Returns the finished run's directory."""
-    cfg = cfg if cfg is not None else load_config(config, list(overrides))
+    """Validate, create the run directory (locked while this process trains it), train. Returns
+    the finished run's directory. A start that fails before its first checkpoint removes the
+    run directory again: nothing is left of it."""
+    cfg = (cfg if cfg is not None else load_config(config, list(overrides))).check()
+    path = Path(out) if out is not None else RunDir.default_path(cfg.name)
+    RunDir.check_new(path)
     data = prepare_data(cfg.data)
     validate(cfg, data)
     check_callbacks(cfg, callbacks, data)
     pre = Preprocess.fit(data.splits["train"].images)
-    path = Path(out) if out is not None else RunDir.default_path(cfg.name)
     run = RunDir.create(path, cfg, pre, data_info(data))
-    _launch(run, cfg, callbacks, data)
+    try:
+        _launch(run, cfg, callbacks, data)
+    except BaseException:
+        if not run.has_checkpoint():
+            run.remove()
+        raise
+    finally:
+        run.unlock()
     return run
 
 
 def resume_run(run_dir: str | os.PathLike, callbacks: Sequence[EpochCallback] = ()) -> RunDir:
-    """Continue ``run_dir`` from its latest checkpoint (bit-for-bit on CPU)."""
+    """Continue ``run_dir`` from its latest checkpoint (bit-for-bit on CPU), holding its lock;
+    temporary files of writes the interrupted process left unfinished are removed first."""
     run = RunDir.open(run_dir)
     if (run.path / "summary.json").exists():
         raise NclabError(f"{run.path}: this run already finished (summary.json exists); nothing to resume")
-    cfg = run.config()
-    check_callbacks(cfg, callbacks)
-    _launch(run, cfg, callbacks)
+    run.lock()
+    try:
+        cfg = run.config()
+        data = prepare_data(cfg.data)
+        validate(cfg, data)
+        check_callbacks(cfg, callbacks, data)
+        run.remove_leftovers()
+        _launch(run, cfg, callbacks, data)
+    finally:
+        run.unlock()
     return run

@@ -25,7 +25,7 @@ from nclab.atomic import atomic_path
 from nclab.data.cache import cache_dir
 from nclab.data.glyphs import distort, fonts, scripts
 from nclab.data.glyphs.inventory import Inventory, build_inventory
-from nclab.errors import NclabError
+from nclab.errors import NclabError, check_memory
 
 # Bump whenever a change alters the generated arrays (fonts rule, inventory, distortions).
 GENERATOR_VERSION = 1
@@ -58,6 +58,8 @@ def _check(image_size: int, samples_per_class: int, max_classes: int | None) -> 
         raise NclabError(f"data.samples_per_class={samples_per_class!r}: expected an integer >= 1")
     if max_classes is not None and max_classes < 1:
         raise NclabError(f"max_classes={max_classes!r}: expected an integer >= 1 or None")
+    check_memory(samples_per_class * image_size ** 2,       # one class already (before the inventory is built)
+                 f"glyphs at data.image_size={image_size}, data.samples_per_class={samples_per_class}")
 
 
 def select(inv: Inventory, script_names: list[str] | None = None, max_classes: int | None = None) -> list[int]:
@@ -92,6 +94,8 @@ def generate_glyphs(image_size: int = 28, samples_per_class: int = 20, seed: int
     _check(image_size, samples_per_class, max_classes)
     inv = build_inventory()
     classes = select(inv, script_names, max_classes)
+    check_memory(len(classes) * samples_per_class * image_size ** 2,
+                 f"glyphs at data.image_size={image_size}, data.samples_per_class={samples_per_class}")
     m = master_size(image_size)
     n = samples_per_class
     images = np.empty((len(classes) * n, image_size, image_size), np.uint8)
