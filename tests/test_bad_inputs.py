@@ -252,7 +252,7 @@ CMD = [
     Cmd("option-negative-width", _train("model.options.width=-5"), "model"),
     Cmd("option-string-width", _train("model.options.width=abc"), "model"),
     Cmd("mlp-zero-features", _train("model.backbone=mlp", "model.options={hidden: [0]}"), "model"),
-    Cmd("conv-too-deep-for-image", _train("model.options.depth=9"), "model.backbone=conv4"),
+    Cmd("conv-too-deep-for-image", _train("model.options.depth=9"), "model.options"),
     Cmd("regularizer-unknown", _train("train.regularizers=[{foo: {}}]"), "foo"),
     Cmd("regularizer-bad-option", _train("train.regularizers=[{gc: {alpha: 1, probes: 0}}]"), "train.regularizers[0]"),
     Cmd("regularizer-not-mapping", _train("train.regularizers=[5]"), "train.regularizers[0]"),
