@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.stats
 
@@ -80,6 +81,12 @@ def test_tiny_nc_transfer_experiment_analysis_matches_the_records(tmp_path):
     for (name, recs), r in zip(runs.items(), c["per_run"]):
         ref = scipy.stats.spearmanr([x["novel/cdnv_debiased"] for x in recs], [x["novel/fewshot/5w5s/ncc"] for x in recs])
         assert r["rho"] == pytest.approx(ref.statistic)
+    # the experiment's report is drawn from these records
+    page = (out / "report" / "index.html").read_text()
+    assert str(out / "report" / "index.html") in p.stdout and page.count("data:image/png;base64") >= 3
+    csv = pd.read_csv(out / "report" / "records.csv")
+    got = csv[(csv.metric == "novel/cdnv_debiased") & (csv.epoch == 2)].set_index("run")["value"]
+    assert got.to_dict() == pytest.approx({q: recs[2]["novel/cdnv_debiased"] for q, recs in runs.items()}, rel=1e-12)
     # the same command again runs nothing and gives the same analysis
     before = {q: (out / "runs" / q / "summary.json").stat().st_mtime_ns for q in runs}
     p = subprocess.run(NCLAB + ["experiment", "nc-transfer", "--out", str(out), *tiny], capture_output=True, text=True)

@@ -138,7 +138,7 @@ def _table(root):
 def test_sweep_on_a_ray_cluster_equals_the_local_pool(tmp_path, ray_cluster):
     import pandas as pd
     address, env = ray_cluster
-    grid = ["--grid", "optim.lr=0.05,0.1,-1"]           # -1: a point that fails, reported, the rest goes on
+    grid = ["--grid", "optim.lr=0.05,0.1,1e30"]         # 1e30 diverges: a point that fails, reported, the rest goes on
     p = _cli("sweep", "quickstart", *grid, "--out", "local", "--threads", "1", *TINY, cwd=tmp_path)
     assert p.returncode == 1, p.stderr
     # Ray: a relative --out resolves in the coordinator's directory, on the workers too
@@ -146,7 +146,7 @@ def test_sweep_on_a_ray_cluster_equals_the_local_pool(tmp_path, ray_cluster):
              cwd=tmp_path, env=env)
     assert p.returncode == 1, p.stdout + p.stderr
     assert f"on the Ray cluster at {address}: 1 CPUs and 0 GPUs per run" in p.stdout
-    assert "optim.lr=-1_seed=0: failed" in p.stdout and "optim.lr" in p.stdout.split("runs failed:")[1]
+    assert "optim.lr=1.0e+30_seed=0: failed" in p.stdout and "diverged" in p.stdout.split("runs failed:")[1]
     done = sorted(q.parent.name for q in (tmp_path / "ray" / "runs").glob("*/summary.json"))
     assert done == ["optim.lr=0.05_seed=0", "optim.lr=0.1_seed=0"]
     pd.testing.assert_frame_equal(_table(tmp_path / "local"), _table(tmp_path / "ray"))

@@ -34,8 +34,10 @@ def _parser_quickstart(sub) -> None:
 
 
 def _cmd_quickstart(args) -> int:
+    from nclab.commands.report import report_after
     from nclab.experiments.quickstart import quickstart
-    quickstart(args.overrides, out=args.out)
+    run = quickstart(args.overrides, out=args.out)
+    report_after(run.path)
     return 0
 
 

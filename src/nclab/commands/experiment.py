@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from nclab.commands.report import report_after
 from nclab.commands.sweep import check_backend_args, ray_backend
 from nclab.config import load_config
 from nclab.errors import NclabError
@@ -47,4 +48,5 @@ def experiment_command(args) -> int:
     finally:
         if backend is not None:
             backend.close()
+    report_after(result.root)
     return 1 if result.sweep.failed else 0

@@ -15,3 +15,19 @@ def report_command(args) -> int:
     print(f"  {res.out / 'records.csv'}")
     print(f"open {res.out / 'index.html'} (self-contained: figures embedded)")
     return 0
+
+
+def report_after(path) -> None:
+    """The report of a finished quickstart run or experiment, into ``path/report``. The runs are
+    what matters: a report that cannot be drawn is a one-line warning and ``nclab report`` again."""
+    import sys
+
+    from nclab.errors import NclabError
+    from nclab.report.build import build_report
+    try:
+        res = build_report([path])
+    except NclabError as e:
+        print(f"nclab: warning: no report ({e}); the runs are complete: `nclab report {path}` retries",
+              file=sys.stderr)
+        return
+    print(f"report: {len(res.figures)} figure(s), {len(res.tables)} table(s); open {res.out / 'index.html'}")

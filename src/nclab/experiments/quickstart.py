@@ -85,8 +85,6 @@ def quickstart(overrides: Sequence[str] = (), out: str | None = None) -> RunDir:
     print(format_records(run.records()))
     transfer = transfer_summary(run.path)
     print(format_transfer(transfer))
-    # Figures (CDNV per split and few-shot accuracy against epoch) belong to the report layer
-    # (nclab.report, issue 11 item 4): write them for run.path here and print where they are.
     transfer["wall_seconds"] = time.perf_counter() - t0
     atomic_write_json(run.path / "quickstart.json", transfer)
     print(f"total {transfer['wall_seconds']:.0f} s; details in {run.path / 'quickstart.json'}")

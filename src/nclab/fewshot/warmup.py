@@ -1,24 +1,31 @@
 """The compiled CPU kernels without a wait for their compilation.
 
-Compiling :mod:`nclab.fewshot.kernels` takes ~10 s of one core per dtype on a fresh install;
-loading them from Numba's on-disk cache afterwards well under a second. So the first CPU
-evaluation of a process prepares them on a background thread, which warms them by running the
-engine itself on a tiny problem (so exactly the signatures the engine calls get compiled), and
-goes on without them, on the engine's tensor path (the one GPUs use: the same accuracies, up to
-a prediction flipped at an exact tie of two classes); every evaluation that starts once the
-kernels of its dtype are ready runs them. When a marker in nclab's cache folder says that this
-``kernels.py`` was compiled before (to the same ``NUMBA_CACHE_DIR``), the first evaluation
-waits for the load instead, unless the thread finds it has to compile after all (a stale
-cache). BENCHMARKS.md ("First call") has the times.
+Compiling :mod:`nclab.fewshot.kernels` takes ~10 s of one core per dtype on a fresh install
+(minutes on loaded cores); loading them from Numba's on-disk cache afterwards well under a
+second. So a process whose cache is cold does not compile them itself: its first CPU evaluation
+starts a detached compiler process (``python -m nclab.fewshot.warmup``, nice 19, one at a time
+per cache folder) and goes on without them, on the engine's tensor path (the one GPUs use: the
+same accuracies, up to a prediction flipped at an exact tie of two classes). The compiler warms
+the kernels by running the engine on a tiny problem (so exactly the signatures the engine calls
+get compiled into the disk cache), then writes a marker into nclab's cache folder. Every
+evaluation checks the marker (one small read until it is there); once it is, the process loads
+the kernels from the disk cache and runs them, and so does every later process, at once.
+
+A separate process rather than a thread: a process that exits while one of its threads is
+inside Numba / LLVM aborts ("terminate called without an active exception", exit code 134), and
+a low-priority compiling thread keeps a short command from exiting for minutes on loaded cores.
+BENCHMARKS.md ("First call") has the times.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
+import fcntl
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -30,23 +37,27 @@ from nclab.data.cache import cache_dir
 from nclab.errors import NclabError
 
 _READY = {torch.float32: threading.Event(), torch.float64: threading.Event()}
-_SETTLED = threading.Event()         # ready, or compiling (a cache miss), or failed: stop waiting
-_DONE = threading.Event()
 _LOCK = threading.Lock()
 _started = False
-error: BaseException | None = None  # why the kernels could not be prepared (then: tensor path)
+error: str | None = None            # why the kernels could not be prepared (then: tensor path)
 
 
 def ready(dtype: torch.dtype) -> bool:
-    """Whether the kernels for ``dtype`` features can run now. The first call starts preparing
-    them and waits while they load from the disk cache, not while they compile."""
+    """Whether the kernels for ``dtype`` features run now: loaded already, or compiled into the
+    disk cache (then loaded here, well under a second). Otherwise a compiler process is started
+    (once per process) and the caller takes the tensor path."""
     event = _READY.get(dtype)
-    if event is None:
+    if event is None or error is not None:
         return False
-    if not event.is_set():
-        start(dtype)
-        while _cached_before() and not (event.wait(0.005) or _SETTLED.is_set()):
-            pass
+    if event.is_set():
+        return True
+    state = _marker_state()
+    if state == "compiled":
+        _load(dtype)
+    elif state == "failed":
+        return False
+    else:
+        start()
     return event.is_set()
 
 
@@ -58,78 +69,86 @@ def _marker() -> tuple[Path, dict]:
              "numba_cache_dir": os.environ.get("NUMBA_CACHE_DIR")})
 
 
-@functools.cache
-def _cached_before() -> bool:
+def _marker_state() -> str:
+    """"compiled", "failed" (the compiler could not build them here) or "missing"."""
     path, expected = _marker()
     try:
-        return json.loads(path.read_text()) == expected
+        found = json.loads(path.read_text())
     except (OSError, ValueError):
-        return False
+        return "missing"
+    if not isinstance(found, dict) or {k: found.get(k) for k in expected} != expected:
+        return "missing"                                   # another version of the kernels
+    return "failed" if found.get("error") else "compiled"
 
 
-def start(first: torch.dtype = torch.float32) -> None:
-    """Prepare the kernels on a background thread (those for ``first`` first), once per process."""
+def _load(dtype: torch.dtype) -> None:
+    """Run the engine with the kernels on a tiny problem: loads (or, should the disk cache miss,
+    compiles) exactly the signatures the engine calls for ``dtype``."""
+    global error
+    with _LOCK:
+        if _READY[dtype].is_set():
+            return
+        try:
+            from nclab.fewshot.episodes import Episodes
+            from nclab.fewshot.evaluate import _Engine
+            from nclab.fewshot.heads import make_head
+            heads = [(h, make_head(h)) for h in ("ncc", "ncc-cosine", "ridge", "logistic")]
+            # 9 two-way one-shot one-query episodes over 4 rows (a group of 8 ridge lanes and one more)
+            labels = np.array([0, 0, 1, 1])
+            idx = np.tile(np.array([[[0, 1], [2, 3]]]), (9, 1, 1))
+            episodes = Episodes(idx, way=2, shot=1, query=1, seed=None, labels_sha256="")
+            x = torch.from_numpy(np.random.default_rng(0).standard_normal((4, 8))).to(dtype)
+            _Engine(x, labels, episodes, 1, None, l2=True, kernels=True).run(heads)
+        except Exception as e:               # no kernels then (e.g. Numba cannot compile here)
+            error = f"{type(e).__name__}: {e}"
+            return
+        _READY[dtype].set()
+
+
+def start() -> None:
+    """Start the detached compiler process, once per process."""
     global _started
     with _LOCK:
         if _started:
             return
         _started = True
-    order = sorted(_READY, key=lambda dtype: dtype != first)
-    threading.Thread(target=_prepare, args=(order,), name="nclab-kernels", daemon=True).start()
+    with contextlib.suppress(OSError):
+        subprocess.Popen([sys.executable, "-m", "nclab.fewshot.warmup"], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 def wait(timeout: float | None = None) -> bool:
-    """Start preparing the kernels if need be and wait until they are ready for every dtype
-    (tests and benchmarks); False if they could not be compiled or ``timeout`` passed first."""
-    start()
-    return _DONE.wait(timeout) and all(e.is_set() for e in _READY.values())
+    """Load (or compile) the kernels for every dtype in this process (tests and benchmarks);
+    False if they could not be built. ``timeout`` is accepted for compatibility and unused."""
+    for dtype in _READY:
+        _load(dtype)
+    return all(e.is_set() for e in _READY.values())
 
 
-def _prepare(order: list[torch.dtype]) -> None:
-    global error
+def _compile() -> int:
+    """The compiler process: build every dtype's kernels into the disk cache, then the marker.
+    One compiler per cache folder at a time (a second one finds the lock taken and leaves)."""
+    path, content = _marker()
     try:
-        from numba.core import event
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(path.with_suffix(".lock"), "a")
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return 0
+    if _marker_state() != "missing":
+        return 0
+    # Leave the cores to the callers: one thread, and the lowest priority
+    torch.set_num_threads(1)
+    with contextlib.suppress(AttributeError, OSError):
+        os.nice(19)
+    for dtype in _READY:
+        _load(dtype)
+    if error is not None:
+        content["error"] = error
+    with contextlib.suppress(OSError, NclabError):        # a hint only: no marker, no kernels yet
+        atomic_write_json(path, content)
+    return 0
 
-        from nclab.fewshot.episodes import Episodes
-        from nclab.fewshot.evaluate import _Engine
-        from nclab.fewshot.heads import make_head
 
-        me = threading.get_ident()
-
-        class _OnCompile(event.Listener):
-            def on_start(self, ev):
-                if threading.get_ident() == me:
-                    _SETTLED.set()
-
-            def on_end(self, ev):
-                pass
-
-        # Leave the cores to the callers: single-threaded torch ops here, and on Linux the lowest
-        # priority for this thread (on 2 shared cores a compile at normal priority slowed the
-        # tensor path it runs beside 2.5-3.5x; at nice 19, 1-1.4x)
-        torch.set_num_threads(1)
-        with contextlib.suppress(AttributeError, OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-        heads = [(h, make_head(h)) for h in ("ncc", "ncc-cosine", "ridge", "logistic")]
-        # 9 two-way one-shot one-query episodes over 4 rows (a group of 8 ridge lanes and one more)
-        labels = np.array([0, 0, 1, 1])
-        idx = np.tile(np.array([[[0, 1], [2, 3]]]), (9, 1, 1))
-        episodes = Episodes(idx, way=2, shot=1, query=1, seed=None, labels_sha256="")
-        rng = np.random.default_rng(0)
-        with event.install_listener("numba:compile", _OnCompile()):
-            for dtype in order:
-                x = torch.from_numpy(rng.standard_normal((4, 8))).to(dtype)
-                _Engine(x, labels, episodes, 1, None, l2=True, kernels=True).run(heads)
-                _READY[dtype].set()
-        path, content = _marker()
-        with contextlib.suppress(OSError, NclabError):        # a hint only: no marker, no waiting
-            atomic_write_json(path, content)
-    except Exception as e:                   # no kernels then (e.g. Numba cannot compile here)
-        error = e
-    finally:
-        _SETTLED.set()
-        _DONE.set()
-    # Park the thread for the life of the process: a thread that ran torch and Numba code and
-    # ends while the interpreter exits can abort the process ("terminate called without an
-    # active exception", exit code 134); a parked daemon thread is simply gone with it.
-    threading.Event().wait()
+if __name__ == "__main__":
+    sys.exit(_compile())
