@@ -120,10 +120,12 @@ def analysis_tables(data: ReportData) -> list[Table]:
             continue
         try:
             a = json.loads(p.read_text())
-            summary = a.get("summary") or {}
+            # the summary's plain values; its nested ones are what the tables below lay out
+            summary = {k: v for k, v in (a.get("summary") or {}).items() if not isinstance(v, (dict, list))}
             if summary:
                 tables.append(Table(f"Summary of {src.name}", ["key", "value"],
-                                    [[str(k), _verbatim(v)] for k, v in summary.items()], "", str(p)))
+                                    [[str(k), _verbatim(v)] for k, v in summary.items()],
+                                    "Nested summaries: analysis.json.", str(p)))
             for i, t in enumerate(a.get("tables") or []):
                 cols = [str(c) for c in t["columns"]]
                 rows = [[_verbatim(r.get(c) if isinstance(r, dict) else r[j]) for j, c in enumerate(cols)]
