@@ -242,8 +242,8 @@ def test_resume_neither_loses_nor_repeats_a_probe_record(tmp_path, tiny_register
     ("probes.fewshot.ways=[5]", ["5-way", "val"]),                                  # 2 val classes
 ])
 def test_bad_probe_config_is_refused_before_any_run_directory(tmp_path, tiny_registered, override, words):
-    extra = [override] + (["probes.splits=[train, test, novel]", "probes.fewshot.splits=[novel]"]
-                          if "stages.splits=[val]" in override else [])
+    extra = [override] + (["probes.splits=[train, test, novel]", "probes.fewshot.splits=[novel]",
+                           "probes.stages.enabled=true"] if "stages.splits=[val]" in override else [])
     with pytest.raises(NclabError) as e:
         _train(tmp_path, "x", tiny_registered, extra)
     msg = str(e.value)

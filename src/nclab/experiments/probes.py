@@ -175,12 +175,16 @@ def check_probes(cfg: RunConfig) -> None:
     if f.transform.startswith("center") and "train" not in p.splits:
         raise NclabError(f"probes.fewshot.transform={f.transform}: centring uses the mean train feature; "
                          "add 'train' to probes.splits")
-    _subset_of(_names(g.splits, "probes.gc.splits", SPLITS), "probes.gc.splits", p.splits)
+    gc_splits = _names(g.splits, "probes.gc.splits", SPLITS)
+    if g.enabled:                       # the default splits must not refuse a config that probes no GC
+        _subset_of(gc_splits, "probes.gc.splits", p.splits)
     if g.probes is not None:
         _at_least(g.probes, "probes.gc.probes", 1)
     _at_least(g.per_class, "probes.gc.per_class", 1)
     _at_least(g.max_samples, "probes.gc.max_samples", 2 * g.per_class)
-    _subset_of(_names(st.splits, "probes.stages.splits", SPLITS), "probes.stages.splits", p.splits)
+    stage_splits = _names(st.splits, "probes.stages.splits", SPLITS)
+    if st.enabled:
+        _subset_of(stage_splits, "probes.stages.splits", p.splits)
     for e in _ints(st.epochs, "probes.stages.epochs", 0, allow_empty=True):
         if e > cfg.train.epochs:
             raise NclabError(f"probes.stages.epochs: epoch {e} is beyond train.epochs={cfg.train.epochs}")
