@@ -296,9 +296,9 @@ def class_groups(cfg: RunConfig, n_classes: int) -> dict[str, list[int]] | None:
     """{"majority": [...], "minority": [...]} train class ids under ``data.imbalance_ratio``, else None."""
     if cfg.data.imbalance_ratio is None:
         return None
-    counts = train_counts(cfg.data, n_classes)
-    return {"majority": [c for c in range(n_classes) if counts[c] == counts[0]],
-            "minority": [c for c in range(n_classes) if counts[c] != counts[0]]}
+    train_counts(cfg.data, n_classes)                       # checks the data options
+    k_a = cfg.data.majority_classes if cfg.data.majority_classes is not None else n_classes // 2
+    return {"majority": list(range(k_a)), "minority": list(range(k_a, n_classes))}
 
 
 def _group_keys(W: np.ndarray, means: np.ndarray, logits: dict, subsets: dict, groups: dict) -> dict:

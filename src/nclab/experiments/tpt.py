@@ -162,8 +162,10 @@ def analyze(table: pd.DataFrame, manifest: dict) -> dict:
                          _fmt(e["end"].get("train/nc1")), _fmt(e["slope"].get("train/nc1"), 3),
                          _fmt(e["end"].get("train_error"))] for e in per_run],
                "caption": "Onset: first probed epoch from which every probe has zero training error."}]
-    summary = {"runs": len(per_run), "losses": summary_losses, "per_run": per_run, "tail": tail}
-    return {"summary": summary, "tables": tables}
+    summary = {"runs": len(per_run), "tail": tail,
+               "terminal_phase": {loss: f"{s['terminal_phase_reached']} of {s['runs']} runs, onset epoch "
+                                        f"{fmt_interval(s['onset'], digits=0)}" for loss, s in summary_losses.items()}}
+    return {"summary": summary, "losses": summary_losses, "per_run": per_run, "tables": tables}
 
 
 def _num(v) -> float | None:
