@@ -157,5 +157,9 @@ def test_minority_probe_keys_match_the_final_weights(tmp_path, tiny_registered):
             assert rec[f"{s}/{g}_acc"] == group_accuracy(z, fs.labels, classes)
     z = tr.features.astype(np.float64) @ tr.W.T.astype(np.float64) + tr.b
     assert rec["train/acc"] == float((z.argmax(1) == tr.labels).mean())
-    assert rec["test/nc1"] is not None and rec["test/n_classes"] == 6
+    from nclab.metrics import measure
+    ref = measure(te.features, te.labels, te.W, te.b).to_dict()           # the test split with the classifier
+    for k in ("nc1", "nc1_quotient", "nc2_etf_error", "nc3", "nc4"):
+        assert rec[f"test/{k}"] == pytest.approx(ref[k], rel=1e-6, abs=1e-9), k
+    assert rec["test/n_classes"] == 6
     assert load_config(run.path / "config.yaml").data.imbalance_ratio == 4.0
