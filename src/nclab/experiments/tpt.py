@@ -162,10 +162,15 @@ def analyze(table: pd.DataFrame, manifest: dict) -> dict:
                          _fmt(e["end"].get("train/nc1")), _fmt(e["slope"].get("train/nc1"), 3),
                          _fmt(e["end"].get("train_error"))] for e in per_run],
                "caption": "Onset: first probed epoch from which every probe has zero training error."}]
-    summary = {"runs": len(per_run), "tail": tail,
-               "terminal_phase": {loss: f"{s['terminal_phase_reached']} of {s['runs']} runs, onset epoch "
-                                        f"{fmt_interval(s['onset'], digits=0)}" for loss, s in summary_losses.items()}}
-    return {"summary": summary, "losses": summary_losses, "per_run": per_run, "tables": tables}
+    summary = {"runs": len(per_run)}
+    for loss, s in summary_losses.items():
+        summary[f"terminal phase, {loss}"] = (f"{s['terminal_phase_reached']} of {s['runs']} runs reach zero training "
+                                              f"error; onset epoch {fmt_interval(s['onset'], digits=0)}")
+        for k in ("train/nc1", "train/nc2_etf_error", "train/nc3", "train/nc4"):
+            if k in s["slope"]:
+                summary[f"{loss}: {k} end, slope"] = (f"{fmt_interval(s['end'][k], digits=4)}; "
+                                                      f"{fmt_interval(s['slope'][k], digits=2)}")
+    return {"summary": summary, "losses": summary_losses, "per_run": per_run, "tail": tail, "tables": tables}
 
 
 def _num(v) -> float | None:

@@ -92,7 +92,8 @@ def tpt_figure(data: ReportData) -> list[ReportFigure]:
         _title(ax, title + (f" (dashed: {what})" if what else ""), 9)
         ax.set_xlabel("epoch + 1 (log)", fontsize=8)
         ax.grid(True, which="major", alpha=0.3)
-    extra = [Line2D([], [], color="0.3", ls=":", lw=1.2, label="onset of zero training error (mean over seeds)")]
+    extra = [Line2D([], [], color="0.3", ls=":", lw=1.2, label="onset of zero training error (mean over seeds)")] \
+        if any(onsets.values()) else []
     rows = _legend_below(fig, axes, extra)
     onset_text = "; ".join(f"{g}: epoch {np.mean(v):.0f} ({len(v)} of {w[w['group'] == g]['run'].nunique()} runs)"
                            if v else f"{g}: never" for g, v in onsets.items())
