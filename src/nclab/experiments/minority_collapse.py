@@ -45,7 +45,11 @@ def real_rows(w: pd.DataFrame) -> list[dict]:
     probed = w[w["train/minority_w_cos"].notna()]
     final = probed.sort_values("epoch").groupby("run", sort=False).tail(1)
     out = []
-    for (ratio, head), g in final.groupby([RATIO, HEAD], sort=True):
+    keys = final[[RATIO, HEAD]].drop_duplicates()
+    order = sorted(map(tuple, keys.to_numpy().tolist()), key=lambda k: (float(k[0]), k[1] == "etf", str(k[1])))
+    groups = dict(list(final.groupby([RATIO, HEAD], sort=False)))
+    for ratio, head in order:
+        g = groups[(ratio, head)]
         row = {"ratio": float(ratio), "head": str(head), "runs": len(g), "epoch": int(g["epoch"].max())}
         for k, _ in REAL:
             iv = seed_interval(g[k].tolist()) if k in g.columns else seed_interval([])
@@ -98,7 +102,8 @@ def analyze(table: pd.DataFrame, manifest: dict) -> dict:
                              f"every row cosine at -1/(C-1) = {-1 / (n_classes - 1):.4f} by construction."}
     ufm_table = {"title": "Unconstrained features model: minority collapse against R",
                  "columns": ["R", "head", *[lab for _, lab in UFM], "converged"],
-                 "rows": [[f"{r['ratio']:g}", r["head"], *[_fmt(r.get(k)) for k, _ in UFM], "yes" if r["converged"] else "no"]
+                 "rows": [[f"{r['ratio']:g}", r["head"], *[_fmt(r.get(k), "cos" in k) for k, _ in UFM],
+                           "yes" if r["converged"] else "no"]
                           for r in ufm],
                  "caption": f"nclab.ufm.minority_collapse: {k_major} majority classes of R x n_B samples, "
                             f"{n_classes - k_major} minority classes of n_B, no bias (Fang et al.'s layer-peeled "
@@ -113,10 +118,10 @@ def analyze(table: pd.DataFrame, manifest: dict) -> dict:
             "tables": [real_table, ufm_table]}
 
 
-def _fmt(v) -> str:
+def _fmt(v, signed: bool = False) -> str:
     if v is None:
         return "-"
-    return f"{v:+.4f}" if isinstance(v, float) and -1.0001 <= v <= 1.0001 else f"{v:.4g}"
+    return f"{v:+.4f}" if signed else f"{v:.4g}"
 
 
 def _r(v) -> str:
