@@ -56,8 +56,8 @@ def tpt_figure(data: ReportData) -> list[ReportFigure]:
     if not (data.has("train/acc") and data.has("train/nc1")):
         return []
     w = _tpt_frame(data)
-    if not (w["train_error"] == 0).any() and "train.loss" not in data.params:
-        return []                           # no terminal phase and no loss comparison: nc_train says it all
+    if "train.loss" not in data.params and (len(data.groups) > 4 or not (w["train_error"] == 0).any()):
+        return []       # no loss comparison, and no terminal phase or too many lines to read: nc_train says it all
     panels = [p for p in TPT_PANELS if p[1] in w.columns and w[p[1]].notna().any()]
     groups = [g.label for g in data.groups]
     colours = {g: CYCLE[i % len(CYCLE)] for i, g in enumerate(groups)}
