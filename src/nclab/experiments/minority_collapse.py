@@ -113,7 +113,8 @@ def analyze(table: pd.DataFrame, manifest: dict) -> dict:
                   + ", ".join(f"{h} {_r(summary['onset_real'][h])}" for h in heads)
                   + "; UFM " + ", ".join(f"{h} {_r(v)}" for h, v in summary["onset_ufm"].items()))
     summary["onset"] = onset_text
-    return {"summary": {k: summary[k] for k in ("k_major", "k_minor", "ratios", "collapsed_cos", "onset")},
+    return {"summary": {"classes": f"{k_major} majority (n_A) + {n_classes - k_major} minority (n_B = n_A / R)",
+                        "ratios": ", ".join(f"{r:g}" for r in ratios), "onset": onset_text},
             "onset_real": summary["onset_real"], "onset_ufm": summary["onset_ufm"], "real": rows, "ufm": ufm,
             "tables": [real_table, ufm_table]}
 
