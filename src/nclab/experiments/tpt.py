@@ -162,7 +162,8 @@ def analyze(table: pd.DataFrame, manifest: dict) -> dict:
                          _fmt(e["end"].get("train/nc1")), _fmt(e["slope"].get("train/nc1"), 3),
                          _fmt(e["end"].get("train_error"))] for e in per_run],
                "caption": "Onset: first probed epoch from which every probe has zero training error."}]
-    summary = {"runs": len(per_run)}
+    counts = ", ".join(f"{len(v)} {k}" for k, v in _by_loss(per_run).items())
+    summary = {"runs": f"{len(per_run)} ({counts})"}
     for loss, s in summary_losses.items():
         summary[f"terminal phase, {loss}"] = (f"{s['terminal_phase_reached']} of {s['runs']} runs reach zero training "
                                               f"error; onset epoch {fmt_interval(s['onset'], digits=0)}")
@@ -179,3 +180,10 @@ def _num(v) -> float | None:
 
 def _fmt(v, digits: int = 4) -> str:
     return "" if v is None else f"{v:.{digits}g}"
+
+
+def _by_loss(per_run: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for e in per_run:
+        out.setdefault(e["loss"], []).append(e)
+    return out
