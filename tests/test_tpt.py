@@ -77,7 +77,7 @@ def test_tiny_tpt_experiment_analysis_matches_the_records(tmp_path):
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     runs = _records(out)
-    assert len(runs) == 4
+    assert len(runs) == 6                                  # CE and MSE x 3 seeds
     a = json.loads((out / "analysis.json").read_text())
     cfgs = {q: (out / "runs" / q / "config.yaml").read_text() for q in runs}
     assert all(("lr: 0.0679" in c) == ("loss: ce" in c) for c in cfgs.values())
@@ -88,7 +88,7 @@ def test_tiny_tpt_experiment_analysis_matches_the_records(tmp_path):
         ends = [pr[-1]["train/nc1"] for pr in probed]
         iv = a["losses"][loss]["end"]["train/nc1"]
         assert iv["mean"] == pytest.approx(np.mean(ends), rel=1e-12)
-        assert iv["ci95_t"] == pytest.approx(scipy.stats.t.ppf(0.975, 1) * np.std(ends, ddof=1) / math.sqrt(2), rel=1e-9)
+        assert iv["ci95_t"] == pytest.approx(scipy.stats.t.ppf(0.975, 2) * np.std(ends, ddof=1) / math.sqrt(3), rel=1e-9)
         for entry, pr in zip([e for e in a["per_run"] if e["loss"] == loss], probed):
             err = [1 - r["train/acc"] for r in pr]
             onset = None
