@@ -91,7 +91,7 @@ def test_probe_keys_on_exactly_the_probe_epochs(tmp_path, tiny_registered):
     keys = {"probe", "probe_seconds"}
     for s in ("train", "test", "val", "novel"):
         keys |= {f"{s}/{k}" for k in SPLIT_KEYS + ("ncc_acc",)}
-    keys |= {f"train/{k}" for k in TRAIN_KEYS}
+    keys |= {f"train/{k}" for k in TRAIN_KEYS} | {f"test/{k}" for k in TRAIN_KEYS} | {"train/acc"}
     for s in ("val", "novel"):
         for n in (1, 2):
             keys |= {f"{s}/fewshot/2w{n}s/{k}" for k in ("ncc", "ncc_ci95", "ridge", "ridge_ci95", "avg_cdnv",

@@ -33,6 +33,7 @@ from torch import Tensor
 
 from nclab.errors import NclabError, check_memory, unknown_name
 from nclab.metrics.collapse import CollapseRecord, measure
+from nclab.metrics.groups import row_geometry
 from nclab.models.heads import simplex_etf
 from nclab.parallel import cpu_workers, parallel_map
 
@@ -124,19 +125,6 @@ def imbalanced_sizes(k_major: int, n_major: int, k_minor: int, n_minor: int) -> 
 
 
 # --- geometry of groups of classes --------------------------------------------------------------
-
-def row_geometry(A: Tensor) -> dict:
-    """Mean row norm and the mean / max cosine over pairs of rows of A (None for one row)."""
-    A = A.to(torch.float64)
-    norms = A.norm(dim=1)
-    out = {"norm": float(norms.mean()), "cos": None, "cos_max": None}
-    if len(A) > 1:
-        U = A / norms.clamp_min(torch.finfo(torch.float64).tiny)[:, None]
-        G = U @ U.T
-        off = G[~torch.eye(len(A), dtype=torch.bool)]
-        out["cos"], out["cos_max"] = float(off.mean()), float(off.max())
-    return out
-
 
 def tied_accuracy(logits: Tensor, labels: Tensor, rtol: float = 1e-6) -> Tensor:
     """Per-sample expected accuracy of argmax under random tie-breaking: 1/m when the true class is

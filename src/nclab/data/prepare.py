@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,12 +47,56 @@ def source_subset(source: ImageSet, n: int | None, seed: int) -> ImageSet:
     return ImageSet(source.images[sel], remap[source.labels[sel]], [source.class_names[c] for c in keep])
 
 
+def train_counts(cfg: DataConfig, n_classes: int) -> list[int] | None:
+    """Train samples kept per class: ``train_per_class`` for every class, or with
+    ``imbalance_ratio`` R the first K_A = ``majority_classes`` (default C // 2) classes keep
+    n_A = ``train_per_class`` and the others n_B = n_A / R (Fang et al. 2021's K_A + K_B classes
+    of n_A and n_B samples). None: keep every sample."""
+    n_a, ratio, k_a = cfg.train_per_class, cfg.imbalance_ratio, cfg.majority_classes
+    if n_a is None:
+        if ratio is not None or k_a is not None:
+            raise NclabError("data.imbalance_ratio / data.majority_classes need data.train_per_class "
+                             "(n_A, the samples kept per majority class)")
+        return None
+    if n_a < 1:
+        raise NclabError(f"data.train_per_class={n_a}: expected at least 1 sample per class")
+    if ratio is None:
+        if k_a is not None:
+            raise NclabError("data.majority_classes needs data.imbalance_ratio (R = n_A / n_B)")
+        return [n_a] * n_classes
+    if not (math.isfinite(ratio) and ratio >= 1):
+        raise NclabError(f"data.imbalance_ratio={ratio}: expected R = n_A / n_B >= 1")
+    n_b = n_a / ratio
+    if abs(n_b - round(n_b)) > 1e-9 * n_b or round(n_b) < 1:
+        raise NclabError(f"data.imbalance_ratio={ratio:g}: n_A / R = {n_a} / {ratio:g} = {n_b:g} is not a whole "
+                         f"number >= 1 of minority samples (choose data.train_per_class as a multiple of R)")
+    k_a = n_classes // 2 if k_a is None else k_a
+    if not 1 <= k_a <= n_classes - 1:
+        raise NclabError(f"data.majority_classes={k_a}: expected 1..{n_classes - 1} (of {n_classes} source classes)")
+    return [n_a] * k_a + [int(round(n_b))] * (n_classes - k_a)
+
+
+def per_class_subset(images: ImageSet, counts: list[int], seed: int) -> np.ndarray:
+    """Rows of ``images`` keeping the first ``counts[c]`` samples of a seeded permutation of each
+    class c (ascending): nested, so a smaller count keeps a subset of a larger one's samples."""
+    rows = []
+    for c, idx in enumerate(images.class_index):
+        if counts[c] > len(idx):
+            raise NclabError(f"data.train_per_class: class {images.class_names[c]!r} has {len(idx)} train samples, "
+                             f"fewer than the {counts[c]} asked for")
+        rows.append(np.sort(np.random.default_rng([seed, c, 13]).permutation(idx)[:counts[c]]))
+    return np.concatenate(rows)
+
+
 def split_dataset(ds: Dataset, cfg: DataConfig) -> PreparedData:
     source = source_subset(ds.class_set("source"), cfg.source_classes, cfg.seed)
     if source.n_classes < 2:
         raise NclabError(f"dataset {ds.name!r}: needs at least 2 source classes, has {source.n_classes}")
     tr, te = holdout_split(source, cfg.holdout, cfg.seed)
     splits = {"train": source.take(tr), "test": source.take(te)}
+    counts = train_counts(cfg, source.n_classes)
+    if counts is not None:                  # the test split (the holdout) stays balanced
+        splits["train"] = splits["train"].take(per_class_subset(splits["train"], counts, cfg.seed))
     for s in ("val", "novel"):
         if s in ds.class_splits and len(ds.class_splits[s]):
             splits[s] = ds.class_set(s)

@@ -26,6 +26,14 @@ key                                               S               value
 ``train/nc2_{equinorm,equiangle,maxangle,
 etf_error}[_w]``, ``train/nc3``, ``train/nc4``,
 ``train/min_mean_distance``
+``test/nc1`` ... ``test/min_mean_distance``        test            the same on the test samples (with the train
+                                                                  classifier), when the test probe holds every
+                                                                  class (no ``max_classes`` subset)
+``train/acc``                                     train           classifier accuracy (eval mode, argmax W h + b)
+``train/{g}_{w,h}_{cos,norm}``, ``S/{g}_acc``     train, test     with ``data.imbalance_ratio``, g = majority,
+                                                                  minority: mean pairwise cosine and mean norm
+                                                                  of the group's classifier rows (w) and centred
+                                                                  class means (h); the group's accuracy
 ``S/fewshot/{k}w{n}s/{h}``, ``..._ci95``          fewshot.splits  mean accuracy (fraction), 95% half-width
 ``S/fewshot/{k}w{n}s/avg_cdnv``, ``bound``,       fewshot.splits  (k-1)(1+1/n) Avg CDNV beside the NCC
 ``ncc_error``                                                     error (Galanti et al. 2022, Prop. 5)
@@ -67,12 +75,13 @@ import torch
 
 from nclab.config import ProbesConfig, RunConfig
 from nclab.data.base import SPLITS, ImageSet
-from nclab.data.prepare import PreparedData
+from nclab.data.prepare import PreparedData, train_counts
 from nclab.errors import NclabError, unknown_name
 from nclab.extract import classifier_weights, embed, embed_stages
 from nclab.fewshot import HEADS, TRANSFORMS, Episodes, EpisodeSampler, fewshot_report, load_episodes, save_episodes
 from nclab.metrics import measure, ncc_accuracy
 from nclab.metrics.gc import gc_report
+from nclab.metrics.groups import group_accuracy, group_geometry
 from nclab.metrics.stats import class_moments
 from nclab.train.callbacks import EpochContext
 
@@ -287,10 +296,33 @@ def _gc_keys(split: str, model, images: np.ndarray, labels: np.ndarray, preproce
             f"{split}/geometric_collapse": finite(rep.geometric_collapse)}
 
 
+def class_groups(cfg: RunConfig, n_classes: int) -> dict[str, list[int]] | None:
+    """{"majority": [...], "minority": [...]} train class ids under ``data.imbalance_ratio``, else None."""
+    if cfg.data.imbalance_ratio is None:
+        return None
+    train_counts(cfg.data, n_classes)                       # checks the data options
+    k_a = cfg.data.majority_classes if cfg.data.majority_classes is not None else n_classes // 2
+    return {"majority": list(range(k_a)), "minority": list(range(k_a, n_classes))}
+
+
+def _group_keys(W: np.ndarray, means: np.ndarray, logits: dict, subsets: dict, groups: dict) -> dict:
+    """Minority collapse (Fang et al. 2021) per group g: ``train/{g}_{w,h}_{cos,norm}`` (mean
+    pairwise cosine and mean norm of the group's classifier rows / centred train class means) and
+    ``S/{g}_acc`` (classifier accuracy on the group's probed samples of S = train, test)."""
+    out = {}
+    for g, classes in groups.items():
+        geo = group_geometry(W, means, classes)
+        out |= {f"train/{g}_{k}": geo[k] for k in ("w_cos", "w_norm", "h_cos", "h_norm")}
+        for s, z in logits.items():
+            out[f"{s}/{g}_acc"] = group_accuracy(z, subsets[s][1], classes)
+    return out
+
+
 def measure_probe(model, data: PreparedData, preprocess, p: ProbesConfig, subsets: dict, episodes: dict,
-                  stages: bool = False, batch_size: int = 512) -> dict:
+                  stages: bool = False, batch_size: int = 512, groups: dict | None = None) -> dict:
     """One probe of ``model`` (eval mode): every split of ``subsets`` ({split: (rows, labels)})
-    embedded once, then every metric of the module docstring on those features."""
+    embedded once, then every metric of the module docstring on those features; with ``groups``
+    (:func:`class_groups`) the minority-collapse keys."""
     feats, stage_feats = {}, {}
     for s, (rows, _) in subsets.items():
         images = data.splits[s].images[rows]
@@ -306,8 +338,16 @@ def measure_probe(model, data: PreparedData, preprocess, p: ProbesConfig, subset
         out |= _split_keys("train", measure(feats["train"], y, W, b).to_dict())
         train_means = class_moments(feats["train"], y, data.splits["train"].n_classes).means
         base_mean = feats["train"].astype(np.float64).mean(0)
+        logits = {s: feats[s].astype(np.float64) @ W.T.astype(np.float64) + b for s in ("train", "test") if s in subsets}
+        out["train/acc"] = float((logits["train"].argmax(1) == y).mean())
+        if groups:
+            out |= _group_keys(W, train_means, logits, subsets, groups)
     for s in subsets:
-        if s != "train":
+        if s == "test" and "train" in subsets and len(np.unique(subsets[s][1])) == len(W):
+            # every class probed: the classifier's collapse keys on held-out samples too
+            rec = measure(feats[s], subsets[s][1], W, b).to_dict()
+            out |= _split_keys(s, rec) | {f"test/{k}": rec[k] for k in TRAIN_KEYS}
+        elif s != "train":
             out |= _split_keys(s, measure(feats[s], subsets[s][1]).to_dict())
     if "test" in subsets:
         out["test/ncc_acc"] = ncc_accuracy(feats["test"], subsets["test"][1], train_means)
@@ -354,6 +394,7 @@ class Probes:
             self._run = (str(ctx.run_dir), ctx.data.fingerprint)
         out = {"probe": True}
         out |= measure_probe(ctx.model, ctx.data, ctx.preprocess, p, self._subsets, self._episodes,
-                             stages=stage_epoch(p, ctx.epoch), batch_size=ctx.config.trainer.eval_batch_size)
+                             stages=stage_epoch(p, ctx.epoch), batch_size=ctx.config.trainer.eval_batch_size,
+                             groups=class_groups(ctx.config, ctx.data.splits["train"].n_classes))
         out["probe_seconds"] = time.perf_counter() - t0
         return out

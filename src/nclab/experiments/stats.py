@@ -92,7 +92,9 @@ def wide(table: pd.DataFrame) -> pd.DataFrame:
     if table.empty:
         return table
     index = [c for c in table.columns if c not in ("metric", "value")]
-    out = table.pivot_table(index=index, columns="metric", values="value", aggfunc="first", dropna=False)
+    # groupby keeps only the (run, epoch, ...) rows that exist: pivot_table(dropna=False) would
+    # add every combination of the index levels (a run under another run's seed or parameters)
+    out = table.groupby([*index, "metric"], sort=True, dropna=False)["value"].first().unstack("metric")
     out.columns.name = None
     return out.reset_index()
 

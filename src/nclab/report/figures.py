@@ -660,5 +660,6 @@ FIGURES: list[Callable[[ReportData], list[ReportFigure]]] = [
 
 
 def all_figures(data: ReportData) -> list[ReportFigure]:
-    """Every figure the records allow, in report order."""
-    return [f for make in FIGURES for f in make(data)]
+    """Every figure the records allow, in report order (the papers' phenomena first)."""
+    from nclab.report.phenomena import minority_collapse_figure, tpt_figure
+    return [f for make in [tpt_figure, minority_collapse_figure, *FIGURES] for f in make(data)]
