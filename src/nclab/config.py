@@ -51,8 +51,11 @@ class DataConfig:
     source_classes: int | None = None     # use only the first l source classes (source-class-count sweeps)
     samples_per_class: int = 20           # glyphs: samples generated per class
     seed: int = 0                         # dataset generation / holdout seed (not the training seed)
-    augment: bool = True                  # random shift (+ flip where the dataset allows it)
+    augment: bool = True                  # training augmentation on (the kinds below; flips where the dataset allows them)
     shift: int = 2                        # max random shift in pixels (pad + random crop)
+    crop_scale: list | None = None        # random-resized crop: area fraction range [lo, hi], e.g. [0.08, 1.0]
+    crop_ratio: list = field(default_factory=lambda: [0.75, 4 / 3])   # its aspect ratio range (width / height)
+    jitter: float = 0.0                   # colour jitter: brightness, contrast, saturation factors in [1 - j, 1 + j]
     num_workers: int = 0                  # DataLoader worker processes (seeded); 0 = main process
 
 
@@ -101,6 +104,7 @@ class TrainerConfig:
     precision: str = "32-true"            # Fabric precision: 32-true | 64-true | bf16-mixed | 16-mixed
     seed: int = 0
     threads: int | None = None            # torch intra-op threads per process (None: torch default)
+    channels_last: bool = False           # NHWC memory format for model and batches (faster convolutions on CPU)
     ckpt_every_steps: int = 0             # also checkpoint every k optimizer steps (0: epoch ends only)
     eval_batch_size: int = 512
     progress: bool = True

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nclab.config import RunConfig, load_config
+from nclab.data.loader import augment_from_config
 from nclab.data.prepare import PreparedData, prepare_data
 from nclab.data.transforms import Preprocess
 from nclab.errors import NclabError, unknown_name
@@ -47,8 +48,7 @@ def validate(cfg: RunConfig, data: PreparedData) -> None:
                          f"trainer.devices={t.devices}")
     if not 0 <= cfg.train.label_smoothing < 1:
         raise NclabError(f"train.label_smoothing={cfg.train.label_smoothing}: expected 0 <= s < 1")
-    if cfg.data.shift < 0:
-        raise NclabError(f"data.shift={cfg.data.shift}: expected >= 0")
+    augment_from_config(cfg.data, data.flip)
     make_loss(cfg.train.loss, 2)
     check_schedule(cfg.schedule)
     build_regularizers(cfg.train.regularizers)
