@@ -189,6 +189,35 @@ def _cmd_fewshot(args) -> int:
     return fewshot_command(args)
 
 
+def _parser_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="few-shot transfer of pre-trained runs as the field reports it",
+                       description="Few-shot accuracy of one or more runs (e.g. one recipe at several seeds) "
+                                   "on seeded episodes shared by all runs and heads, each head on the feature "
+                                   "transform the literature uses for it (NCC and ridge: centred on the base-"
+                                   "class mean, then L2-normalised; logistic: L2-normalised, as RFS), with 95%% "
+                                   "intervals per run and the spread over runs.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories written by `nclab train`")
+    p.add_argument("--split", choices=SPLIT_CHOICES, default="novel")
+    p.add_argument("--base-split", choices=SPLIT_CHOICES, default="train",
+                   help="the split whose mean feature centring subtracts (default train: the base classes)")
+    p.add_argument("--way", type=int, nargs="+", default=[5])
+    p.add_argument("--shot", type=int, nargs="+", default=[1, 5])
+    p.add_argument("--query", type=int, default=15)
+    p.add_argument("--episodes", type=int, default=2000)
+    p.add_argument("--head", nargs="+", default=["ncc", "ridge", "logistic"])
+    p.add_argument("--transform", nargs="+", default=None, metavar="T",
+                   help="one transform for all heads (none, l2, center, center+l2) or HEAD=T items; "
+                        "default: center+l2 for ncc / ridge / 1nn, center for ncc-cosine, l2 for logistic")
+    p.add_argument("--seed", type=int, default=0, help="episode seed")
+    p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write the results as JSON")
+    p.set_defaults(handler=_cmd_evaluate)
+
+
+def _cmd_evaluate(args) -> int:
+    from nclab.commands.evaluate import evaluate_command
+    return evaluate_command(args)
+
+
 def _parser_gc(sub) -> None:
     p = sub.add_parser("gc", help="geometric complexity of a run's embedding",
                        description="Geometric complexity GC = mean ||df(x)/dx||_F^2 of the embedding "
@@ -221,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for add in (_parser_quickstart, _parser_train, _parser_features, _parser_data, _parser_measure,
-                _parser_fewshot, _parser_gc):
+                _parser_fewshot, _parser_evaluate, _parser_gc):
         add(sub)
     return parser
 
