@@ -42,7 +42,7 @@ def test_wrong_types_name_the_field(override, field):
 
 
 def test_resolved_config_round_trips():
-    cfg = load_config(packaged_config("rfs-resnet12"), ["model.options.drop_rate=0.1"])
+    cfg = load_config(packaged_config("rfs-mini-imagenet"), ["model.options.drop_rate=0.2"])
     assert from_dict(to_dict(cfg)) == cfg
     assert from_dict(to_dict(RunConfig())) == RunConfig()
 
