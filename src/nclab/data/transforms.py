@@ -71,17 +71,19 @@ def random_shift_flip(x: torch.Tensor, shift: int, flip: bool, generator: torch.
     seed, not on the device or on which process computes it.
     """
     B, C, H, W = x.shape
-    if shift > 0:
-        off = torch.randint(0, 2 * shift + 1, (2, B), generator=generator)
-        xp = torch.nn.functional.pad(x, (shift, shift, shift, shift))
-        rows = (off[0][:, None] + torch.arange(H)).to(x.device)            # B x H
-        cols = (off[1][:, None] + torch.arange(W)).to(x.device)            # B x W
-        b = torch.arange(B, device=x.device)[:, None, None]
-        x = xp.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    if shift <= 0 and not flip:
+        return x.contiguous()
+    off = torch.randint(0, 2 * shift + 1, (2, B), generator=generator) if shift > 0 else torch.zeros(2, B, dtype=torch.long)
+    cols = off[1][:, None] + torch.arange(W)                                # B x W, in the padded image
     if flip:
-        f = (torch.rand(B, generator=generator) < 0.5).to(x.device)
-        x = torch.where(f.view(B, 1, 1, 1), x.flip(3), x)
-    return x.contiguous()
+        f = torch.rand(B, generator=generator) < 0.5
+        cols = torch.where(f[:, None], cols.flip(1), cols)
+    # one gather of the padded images' flat pixels does both (~5x faster than advanced indexing)
+    rows = off[0][:, None] + torch.arange(H)
+    Wp = W + 2 * max(shift, 0)
+    idx = (rows[:, :, None] * Wp + cols[:, None, :]).view(B, 1, H * W).expand(B, C, H * W).to(x.device)
+    xp = torch.nn.functional.pad(x, (shift,) * 4) if shift > 0 else x
+    return torch.gather(xp.reshape(B, C, -1), 2, idx).view(B, C, H, W)
 
 
 def crop_boxes(n: int, height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float],
