@@ -239,6 +239,56 @@ def _cmd_gc(args) -> int:
     return gc_command(args)
 
 
+# --- experiments and sweeps ------------------------------------------------------------------
+
+def _parser_experiment(sub) -> None:
+    p = sub.add_parser("experiment", help="run one of the papers' experiments (a recipe) and analyse it",
+                       description="Run a recipe of configs/experiments/ (nc-transfer, source-classes, ...) into "
+                                   "one experiment directory of ordinary run directories plus its analysis. "
+                                   "The same command again skips finished runs and resumes interrupted ones. "
+                                   "key=value items override every run's config (settings.KEY=value: the "
+                                   "analysis' options).")
+    p.add_argument("name", nargs="?", default=None, help="the experiment (see --list)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run")
+    p.add_argument("--profile", default="quick", help="quick (2 CPU cores, default), paper (GPU), or another "
+                                                     "profile of the recipe")
+    p.add_argument("--out", default=None, help="experiment directory (default experiments/NAME-PROFILE)")
+    p.add_argument("--workers", type=int, default=1, help="runs trained at the same time (processes)")
+    p.add_argument("--dry-run", action="store_true", help="print the runs and their overrides; write nothing")
+    p.add_argument("--list", action="store_true", help="list the experiments and their profiles")
+    p.set_defaults(handler=_cmd_experiment)
+
+
+def _cmd_experiment(args) -> int:
+    from nclab.commands.experiment import experiment_command
+    return experiment_command(args)
+
+
+def _parser_sweep(sub) -> None:
+    p = sub.add_parser("sweep", help="a grid of training runs x seeds, resumable, with one results table",
+                       description="Train the Cartesian grid of --grid values times --seeds seeds from a config "
+                                   "(or an experiment recipe's profile) into DIR/runs/<point>, and write the tidy "
+                                   "table DIR/results.csv. The same command again skips finished runs, resumes "
+                                   "interrupted ones and adds new grid points only. Trailing key=value items "
+                                   "apply to every point.")
+    p.add_argument("source", metavar="CONFIG_OR_RECIPE",
+                   help="a config YAML, a packaged config name (quickstart) or an experiment recipe name")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every point")
+    p.add_argument("--grid", action="append", default=[], metavar="key=v1,v2,...",
+                   help="a swept config key and its values (repeat for more keys)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 per grid point (default: the config's)")
+    p.add_argument("--out", required=True, help="sweep directory (created, or continued)")
+    p.add_argument("--workers", type=int, default=1, help="runs trained at the same time (processes); torch "
+                                                          "threads per process = cores / workers")
+    p.add_argument("--profile", default=None, help="with a recipe: its profile (default quick)")
+    p.set_defaults(handler=_cmd_sweep)
+
+
+def _cmd_sweep(args) -> int:
+    from nclab.commands.sweep import sweep_command
+    return sweep_command(args)
+
+
 # --- entry point -------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -250,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for add in (_parser_quickstart, _parser_train, _parser_features, _parser_data, _parser_measure,
-                _parser_fewshot, _parser_evaluate, _parser_gc):
+                _parser_fewshot, _parser_evaluate, _parser_gc, _parser_experiment, _parser_sweep):
         add(sub)
     return parser
 
