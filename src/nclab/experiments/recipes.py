@@ -15,7 +15,7 @@ A recipe names the question it answers, the module that analyses its runs, and i
         budget_minutes: 10
       paper:                         # the papers' settings, for a GPU
         extends: quick               # start from another profile; overrides merge, the rest replaces
-        config: rfs-resnet12
+        config: rfs-mini-imagenet
 
 String values may use ``${VAR}`` or ``${VAR:-default}`` (e.g. the folder of a real dataset).
 """
