@@ -94,3 +94,12 @@ def test_resnet12_dropblock_in_the_last_two_blocks_and_its_ramp_in_the_weights()
     assert kinds == [torch.nn.Dropout, torch.nn.Dropout, DropBlock, DropBlock]
     assert "backbone.stages.layer4.drop.steps" in m.state_dict()
     m(torch.randn(2, 3, 32, 32)).sum().backward()
+
+
+def test_conv4_per_block_widths():
+    m = create_model("conv4", in_channels=1, n_classes=7, width=[8, 8, 16, 32])
+    assert m.feature_dim == 32 and [b[0].out_channels for b in m.backbone.stages.values()] == [8, 8, 16, 32]
+    assert m(torch.randn(2, 1, 28, 28)).shape == (2, 7)
+    assert create_model("conv4", width=16, depth=3).feature_dim == 16 and len(create_model("conv4", depth=3).backbone.stages) == 3
+    with pytest.raises(NclabError, match="width"):
+        create_model("conv4", width=[8, 0])
