@@ -15,7 +15,7 @@ SRC = Path(nclab.__file__).parent
 LAYER = {
     "errors": 0, "atomic": 0, "parallel": 0, "config": 0, "featurefile": 0,
     "data": 1, "models": 1,
-    "metrics": 2, "fewshot": 3,            # leaf computation packages (fewshot reuses metrics)
+    "metrics": 2, "fewshot": 3, "ufm": 3,  # leaf computation units (fewshot, ufm reuse metrics)
     "train": 4, "extract": 5, "experiments": 6, "report": 7,
     "commands": 8, "cli": 8, "__init__": 8, "__main__": 8,
 }

@@ -361,3 +361,65 @@ def test_folder_reader_with_split_file(tmp_path):
         load("folder", tmp_path / "t", split=str(split))
     make_tree(tmp_path / "c", rgb=True)
     assert load("folder", tmp_path / "c").flip is True
+
+
+# --- CIFAR-10 python release ---------------------------------------------------------------------
+
+CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def make_cifar10_release(folder: Path, per_batch: int = 2, seed: int = 0) -> np.ndarray:
+    """The official layout with bytes keys: 5 training batches + test_batch, each with ``per_batch``
+    images of every class; image i has red plane pixel [0, 0] = its class, green [0, 0] = i % 256."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    planes = []
+    for b, part in enumerate(["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
+                              "test_batch"]):
+        labels = np.tile(np.arange(10), per_batch)
+        data = rng.integers(0, 256, (len(labels), 3072), dtype=np.uint8)
+        data[:, 0] = labels
+        data[:, 1024] = (np.arange(len(labels)) + b * len(labels)) % 256
+        (folder / part).write_bytes(pickle.dumps({b"data": data, b"labels": labels.tolist(),
+                                                  b"batch_label": part.encode()}, protocol=2))
+        planes.append(data)
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [n.encode() for n in CIFAR10_NAMES],
+                                                        b"num_cases_per_batch": 10 * per_batch}, protocol=2))
+    return np.concatenate(planes)
+
+
+def test_cifar10_release(tmp_path):
+    planes = make_cifar10_release(tmp_path / "c" / "cifar-10-batches-py")
+    with tarfile.open(tmp_path / "cifar-10-python.tar.gz", "w:gz") as tf:
+        tf.add(tmp_path / "c" / "cifar-10-batches-py", "cifar-10-batches-py")
+    for root in (tmp_path / "c", tmp_path / "c" / "cifar-10-batches-py", tmp_path / "cifar-10-python.tar.gz"):
+        ds = load("cifar10", root)
+        assert ds.class_names == CIFAR10_NAMES and ds.flip and ds.images.shape == (120, 32, 32, 3)
+        assert list(ds.class_splits) == ["source"] and ds.class_splits["source"].tolist() == list(range(10))
+        # pooled in file order; planes R, G, B -> H x W x 3
+        assert np.array_equal(ds.images, planes.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        assert np.array_equal(ds.labels, ds.images[:, 0, 0, 0]) and ds.meta["parts"]["test_batch"] == 20
+        assert ds.meta["checks"]["samples_per_class"] == [12, 12]
+        assert ds.meta["checks"]["checksum"].startswith("differs from the official MD5")
+    from nclab.data.prepare import prepare_data
+    data = prepare_data(DataConfig(name="cifar10", root=str(tmp_path / "c"), holdout=2))
+    assert (data.splits["train"].counts() == 10).all() and (data.splits["test"].counts() == 2).all()
+    assert len(data.splits["novel"]) == 0 and len(data.splits["val"]) == 0
+
+
+def test_cifar10_bad_inputs(tmp_path):
+    with pytest.raises(NclabError, match="cifar10 needs the folder"):
+        load_dataset(DataConfig(name="cifar10"))
+    folder = tmp_path / "cifar-10-batches-py"
+    make_cifar10_release(folder)
+    (folder / "test_batch").unlink()
+    with pytest.raises(NclabError, match=r"expected cifar-10-batches-py/\{data_batch_1..5,test_batch"):
+        load("cifar10", tmp_path)
+    make_cifar10_release(tmp_path / "b" / "cifar-10-batches-py")
+    bad = tmp_path / "b" / "cifar-10-batches-py" / "data_batch_3"
+    bad.write_bytes(pickle.dumps({b"data": np.zeros((4, 100), np.uint8), b"labels": [0] * 4}, protocol=2))
+    with pytest.raises(NclabError, match=r"data_batch_3: 'data' is uint8 \(4, 100\), expected uint8 N x 3072"):
+        load("cifar10", tmp_path / "b")
+    bad.write_bytes(pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 10]}, protocol=2))
+    with pytest.raises(NclabError, match=r"data_batch_3: label 10 out of range, expected 0..9"):
+        load("cifar10", tmp_path / "b")

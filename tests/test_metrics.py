@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import os
@@ -12,8 +13,9 @@ import torch
 
 import nclab
 from nclab.errors import NclabError
-from nclab.metrics import ClassStats, cdnv, centred_pass, measure, measure_from_stats, pair_stats
+from nclab.metrics import ClassStats, cdnv, centred_pass, measure, measure_from_stats, ncc_accuracy, pair_stats
 from nclab.metrics import collapse as collapse_mod
+from nclab.metrics.stats import class_moments
 
 REL = 1e-9
 
@@ -44,8 +46,13 @@ def reference(X, y, W=None, b=None, weighted=False, unbiased=False):
     with np.errstate(divide="ignore"):
         sym = ((var[:, None] + var[None]) / (2 * D))[iu]
         asym = (var[:, None] / D)[off]
-    out.update(cdnv=sym.mean(), cdnv_cov=sym.std() / sym.mean(), cdnv_asym=asym.mean(),
-               cdnv_asym_cov=asym.std() / asym.mean())
+    with np.errstate(invalid="ignore"):                                        # inf - inf with coincident means
+        out.update(cdnv=sym.mean(), cdnv_cov=sym.std() / sym.mean(), cdnv_asym=asym.mean(),
+                   cdnv_asym_cov=asym.std() / asym.mean())
+    s2 = np.array([(Xc[y == c] ** 2).sum() for c in range(C)]) / (n - 1)         # unbiased variances
+    Dc = (D - (s2 / n)[:, None] - (s2 / n)[None])[iu]                          # corrected distances
+    deb = ((s2[:, None] + s2[None]) / 2)[iu][Dc > 0] / Dc[Dc > 0]
+    out.update(cdnv_debiased=deb.mean(), cdnv_debiased_excluded=int((Dc <= 0).sum()))
     J = (np.eye(C) - 1 / C) / np.sqrt(C - 1)
 
     def nc2(A):
@@ -172,6 +179,90 @@ def test_closed_forms_isotropic_noise():
     assert rec["cdnv_asym"] == pytest.approx(rec["cdnv"], rel=1e-12)
 
 
+def test_ncc_accuracy_with_given_means():
+    rng = np.random.default_rng(23)
+    X, y, _, _ = random_problem(rng)
+    mu = np.stack([X[y == c].mean(0) for c in range(7)])
+    assert ncc_accuracy(X, y, mu) == measure(X, y).ncc_accuracy
+    # other means (test collapse: held-out samples against the training means): brute force
+    other = mu + rng.standard_normal(mu.shape) * 2
+    want = np.mean(((X[:, None, :] - other[None]) ** 2).sum(-1).argmin(1) == y)
+    assert ncc_accuracy(X, y, other, chunk_rows=13) == want
+    assert ncc_accuracy(X[y < 3], y[y < 3], other) == np.mean(
+        ((X[y < 3][:, None, :] - other[None]) ** 2).sum(-1).argmin(1) == y[y < 3])
+    with pytest.raises(NclabError, match="ncc_accuracy"):
+        ncc_accuracy(X[:, :3], y, mu)
+
+
+# --- the debiased CDNV ----------------------------------------------------------------------------
+
+def _gaussian_classes(rng, C, p, scale):
+    """Class means of isotropic unit-variance Gaussian classes in R^p, and their population CDNV
+    (Var = p for every class: V_ij = 2p / (2 ||mu_i - mu_j||^2))."""
+    mu = rng.standard_normal((C, p)) * scale
+    D2 = ((mu[:, None] - mu[None]) ** 2).sum(-1)[np.triu_indices(C, 1)]
+    return mu, float(np.mean(p / D2))
+
+
+@pytest.mark.parametrize("n", [4, 16, 64])
+def test_debiased_cdnv_is_unbiased_where_the_plug_in_is_not(n):
+    # p = 64 and a population CDNV of ~0.3 (Var/D2 ~ 0.3): the corrected distance D_ij has relative
+    # spread sqrt(4 D tau^2 + 2 p tau^4) / D ~ 0.1 at n = 4 (tau^2 = 2/n per coordinate), so the
+    # Jensen bias of the ratio is ~1% and the mean over 200 draws of 10 classes (45 pairs each)
+    # is well inside 5%. The plug-in's expectation at n = 4 is ~ (3/4) / (1 + 2 * 0.3 / 4) = 0.65
+    # of the truth (variances shrink by (n-1)/n, distances grow by Var_i/n + Var_j/n).
+    rng = np.random.default_rng(20)
+    C, p = 10, 64
+    mu, truth = _gaussian_classes(rng, C, p, 1.3)
+    y = np.repeat(np.arange(C), n)
+    deb, plug = [], []
+    for _ in range(200):
+        rec = measure(mu[y] + rng.standard_normal((len(y), p)), y)
+        deb.append(rec.cdnv_debiased)
+        plug.append(rec.cdnv)
+        assert rec.cdnv_debiased_excluded == 0
+    assert np.mean(deb) == pytest.approx(truth, rel=0.05)
+    if n == 4:
+        assert abs(np.mean(plug) / truth - 1) > 0.20
+    # the plug-in converges to the truth only as n grows; the debiased value is flat in n
+    assert abs(np.mean(deb) / truth - 1) < abs(np.mean(plug) / truth - 1)
+
+
+def test_debiased_cdnv_leaves_out_and_counts_unresolved_pairs():
+    rng = np.random.default_rng(21)
+    C, p, n = 5, 8, 6
+    mu = rng.standard_normal((C, p)) * 10
+    y = np.repeat(np.arange(C), n)
+    X = mu[y] + rng.standard_normal((len(y), p))
+    # class 4 = class 3 moved by 1e-3: its sample mean is 1e-3 * sqrt(p) from class 3's, far
+    # below the noise of a mean of 6 unit-variance samples (corrected distance < 0)
+    X[y == 4] = X[y == 3] + 1e-3
+    rec = measure(X, y)
+    ref = reference(X, y)
+    assert rec.cdnv_debiased_excluded == ref["cdnv_debiased_excluded"] == 1
+    assert rec.cdnv_debiased == pytest.approx(ref["cdnv_debiased"], rel=1e-12)
+    # the plug-in stays finite (distinct sample means) but is dominated by the unresolved pair
+    assert math.isfinite(rec.cdnv) and rec.cdnv > 10 * rec.cdnv_debiased
+    # an exact duplicate: the plug-in is infinite (coincident means), the debiased value finite
+    X2, y2 = np.concatenate([X, X[y == 0]]), np.concatenate([y, np.full(n, C)])
+    dup = measure(X2, y2).to_dict()
+    assert dup["cdnv"] is None and dup["cdnv_debiased_excluded"] == 2
+    assert dup["cdnv_debiased"] == pytest.approx(reference(X2, y2)["cdnv_debiased"], rel=1e-12)
+
+
+def test_debiased_cdnv_undefined_below_two_samples_per_class():
+    rng = np.random.default_rng(22)
+    X, y, _, _ = random_problem(rng, C=4)
+    X1, y1 = np.concatenate([X, X[:1] + 100]), np.concatenate([y, [4]])       # class 4: one sample
+    d = measure(X1, y1).to_dict()
+    assert d["cdnv_debiased"] is None and d["cdnv_debiased_excluded"] is None and d["cdnv"] is not None
+    # every pair left out: no value, but a count
+    # means 0.1 apart, s^2 = 2 per class: D = 0.01 - 2/2 - 2/2 < 0
+    X2 = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0.1], [0, -1, 0.1]])
+    d2 = measure(X2, np.array([0, 0, 1, 1])).to_dict()
+    assert d2["cdnv_debiased"] is None and d2["cdnv_debiased_excluded"] == 1
+
+
 # --- invariances ---------------------------------------------------------------------------------
 
 def test_rotation_translation_scaling_permutation():
@@ -181,13 +272,14 @@ def test_rotation_translation_scaling_permutation():
     d = X.shape[1]
     R, _ = np.linalg.qr(rng.standard_normal((d, d)))
     moved = measure(3.7 * X @ R + rng.standard_normal(d) * 50, y).to_dict()
-    for k in ["nc1", "nc1_quotient", "cdnv", "cdnv_cov", "nc2_equinorm", "nc2_equiangle", "nc2_maxangle",
-              "nc2_etf_error", "min_mean_distance", "ncc_accuracy"]:
+    for k in ["nc1", "nc1_quotient", "cdnv", "cdnv_cov", "cdnv_debiased", "nc2_equinorm", "nc2_equiangle",
+              "nc2_maxangle", "nc2_etf_error", "min_mean_distance", "ncc_accuracy"]:
         assert moved[k] == pytest.approx(base[k], rel=1e-9), k
     perm = rng.permutation(7)
     permuted = measure(X, perm[y], W[np.argsort(perm)], b[np.argsort(perm)]).to_dict()
     full = measure(X, y, W, b).to_dict()
-    for k in ["nc1", "cdnv", "cdnv_cov", "cdnv_asym_cov", "nc2_equiangle", "nc2_etf_error", "nc3", "nc3_zhu", "nc4"]:
+    for k in ["nc1", "cdnv", "cdnv_cov", "cdnv_asym_cov", "cdnv_debiased", "nc2_equiangle", "nc2_etf_error", "nc3",
+              "nc3_zhu", "nc4"]:
         assert permuted[k] == pytest.approx(full[k], rel=1e-9), k
 
 
@@ -220,7 +312,7 @@ def test_any_batch_split_and_merge_give_the_same_statistics():
     assert _close(m.means, one.means) and _close(m.sqdev, one.sqdev) and _close(m.scatter, one.scatter)
     # the scatter path of measure_from_stats equals the two-pass in-memory measure()
     assert_matches(measure_from_stats(left, W, b).to_dict(), measure(X, y, W, b).to_dict(),
-                   keys=["nc1", "nc1_quotient", "cdnv", "cdnv_cov", "nc2_etf_error", "nc3", "nc3_zhu"])
+                   keys=["nc1", "nc1_quotient", "cdnv", "cdnv_cov", "cdnv_debiased", "nc2_etf_error", "nc3", "nc3_zhu"])
 
 
 def test_exact_two_pass_mode_and_streaming_second_pass():
@@ -244,14 +336,20 @@ def test_exact_two_pass_mode_and_streaming_second_pass():
 def _gloo_worker(rank, world, port, X, y, out):
     import torch.distributed as dist
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60))
     try:
         st = ClassStats(7, X.shape[1], scatter=True)
         part = slice(0, 150) if rank == 0 else slice(150, None)
         st.update(torch.as_tensor(X[part]), torch.as_tensor(y[part]))
         m = st.compute()                                            # all-gathers and merges the states
         if rank == 0:
-            torch.save(dict(counts=m.counts, means=m.means, sqdev=m.sqdev, scatter=m.scatter), out)
+            # in-memory measure() and class_moments() are local: one rank alone (a probe) must not
+            # wait for the others in a collective, nor merge their data
+            rec = measure(X, y).to_dict()
+            n = int(class_moments(X, y, 7).counts.sum())
+            torch.save(dict(counts=m.counts, means=m.means, sqdev=m.sqdev, scatter=m.scatter,
+                            n_samples=rec["n_samples"], cdnv=rec["cdnv"], n=n), out)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
@@ -271,6 +369,7 @@ def test_two_process_gloo_all_reduce(tmp_path):
     one = _stats(X, y, 7, [0, len(y)]).compute()
     assert torch.equal(got["counts"], one.counts)
     assert _close(got["means"], one.means) and _close(got["sqdev"], one.sqdev) and _close(got["scatter"], one.scatter)
+    assert got["n_samples"] == got["n"] == len(y) and got["cdnv"] == measure(X, y).cdnv
 
 
 # --- precision, dimensions, tiling ---------------------------------------------------------------
@@ -348,7 +447,7 @@ def test_tiled_pairs_equal_untiled_and_full_matrix(monkeypatch):
     full = measure(X, y, W, b).to_dict()
     monkeypatch.setattr(collapse_mod, "_tile_rows", lambda K, budget=0: 3)
     tiled = measure(X, y, W, b).to_dict()
-    assert_matches(tiled, full, rel=1e-12, keys=["cdnv", "cdnv_cov", "cdnv_asym_cov", "nc2_equiangle",
+    assert_matches(tiled, full, rel=1e-12, keys=["cdnv", "cdnv_cov", "cdnv_asym_cov", "cdnv_debiased", "nc2_equiangle",
                                                  "nc2_maxangle", "min_mean_distance", "nc3_zhu", "nc2_equiangle_w"])
     mu = np.stack([X[y == c].mean(0) for c in range(11)])
     var = np.array([((X[y == c] - mu[c]) ** 2).sum(1).mean() for c in range(11)])
@@ -408,7 +507,7 @@ def test_bad_inputs_raise_one_line_errors():
 
 # --- record and CLI ------------------------------------------------------------------------------
 
-JSON_KEYS = {"n_samples", "n_classes", "dim", "cdnv", "nc1", "nc1_quotient", "nc2_equinorm", "nc2_equiangle",
+JSON_KEYS = {"n_samples", "n_classes", "dim", "cdnv", "cdnv_debiased", "cdnv_debiased_excluded", "nc1", "nc1_quotient", "nc2_equinorm", "nc2_equiangle",
              "nc2_maxangle", "nc2_etf_error", "min_mean_distance"}
 W_KEYS = {"nc2_equinorm_w", "nc2_equiangle_w", "nc2_maxangle_w", "nc3", "nc4"}
 

@@ -5,7 +5,8 @@ from nclab.errors import NclabError
 from nclab.models import BACKBONES, create_model, simplex_etf
 
 CASES = [("conv4", {}, 1, 28, 64), ("resnet12", {}, 3, 32, 640), ("resnet18", {}, 3, 32, 512),
-         ("wrn", {"depth": 16, "widen": 2}, 3, 32, 128), ("mlp", {"hidden": [64, 32]}, 1, 28, 32)]
+         ("wrn", {"depth": 16, "widen": 2}, 3, 32, 128), ("mlp", {"hidden": [64, 32]}, 1, 28, 32),
+         ("vgg", {"depth": 11, "width": 16}, 3, 32, 128), ("vgg", {"width": 8}, 1, 28, 64)]
 
 
 @pytest.mark.parametrize("name, opts, c, s, d", CASES)
@@ -103,3 +104,28 @@ def test_conv4_per_block_widths():
     assert create_model("conv4", width=16, depth=3).feature_dim == 16 and len(create_model("conv4", depth=3).backbone.stages) == 3
     with pytest.raises(NclabError, match="width"):
         create_model("conv4", width=[8, 0])
+
+
+def test_conv4_pools_only_the_first_blocks():
+    m = create_model("conv4", n_classes=3, depth=8, pools=3, width=8).eval()
+    x = torch.randn(2, 1, 28, 28)
+    shapes = [tuple(v.shape) for v in m.backbone.intermediate(x).values()]
+    assert shapes == [(2, 8, 14, 14), (2, 8, 7, 7)] + [(2, 8, 3, 3)] * 6
+    assert m.backbone.layer_names == [f"block{i}" for i in range(1, 9)]
+    with pytest.raises(NclabError, match="pools"):
+        create_model("conv4", depth=6)                    # six pools of 28 px
+    with pytest.raises(NclabError, match="0..depth"):
+        create_model("conv4", depth=4, pools=5)
+
+
+@pytest.mark.parametrize("depth, convs", [(11, 8), (13, 10), (16, 13), (19, 16)])
+def test_vgg_depth_counts_its_conv_layers_and_pools_to_one_pixel(depth, convs):
+    m = create_model("vgg", in_channels=3, n_classes=10, image_size=32, depth=depth)
+    assert sum(isinstance(x, torch.nn.Conv2d) for x in m.backbone.modules()) == convs
+    assert m.feature_dim == 512
+    out = m.intermediate(torch.randn(2, 3, 32, 32))
+    assert [o.shape[-1] for o in out.values()] == [16, 8, 4, 2, 1]
+    if depth == 13:      # 3x3 kernels: 9 (3*64 + 64*64 + 64*128 + 128*128 + 128*256 + 256*256 + 256*512 + 3*512*512)
+        assert sum(p.numel() for p in m.backbone.parameters() if p.dim() == 4) == 9_402_048
+    with pytest.raises(NclabError, match="vgg depth=12"):
+        create_model("vgg", depth=12)

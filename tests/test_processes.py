@@ -130,3 +130,59 @@ def test_cli_unwritable_output(tmp_path):
     (tmp_path / "f").write_text("")
     p = _cli("train", "data.name=glyphs", "--out", str(tmp_path / "f" / "run"))
     assert p.returncode == 2 and str(tmp_path / "f") in p.stderr
+
+
+# probes on a small glyphs run: every epoch, on subsets of the transfer classes (fast enough to kill mid-run)
+PROBED = ["probes.enabled=true", "probes.max_classes=12", "probes.fewshot.episodes=50", "probes.fewshot.query=5"]
+
+
+def _probe_records(path):
+    return [{k: v for k, v in r.items() if k != "probe_seconds"} for r in _records(path)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_after_step", [4, 47])      # mid-epoch 1 after the epoch-0 record; mid-epoch 2
+def test_killed_run_with_probes_resumes_with_the_same_records(tmp_path, kill_after_step):
+    args = SMALL + PROBED + ["trainer.ckpt_every_steps=3"]
+    ref = tmp_path / "ref"
+    p = _cli("train", *args, "--out", str(ref))
+    assert p.returncode == 0, p.stderr
+
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(NCLAB + ["train", *args, "--out", str(cut)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    pointer = cut / "checkpoints" / "latest.json"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        try:
+            if json.loads(pointer.read_text())["global_step"] >= kill_after_step - 1:
+                break
+        except (FileNotFoundError, ValueError):
+            pass
+        assert proc.poll() is None, "run ended before it could be killed"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (cut / "summary.json").exists()
+    p = _cli("train", "--resume", str(cut))
+    assert p.returncode == 0, p.stderr
+    got, want = _probe_records(cut), _probe_records(ref)
+    assert [r["epoch"] for r in got] == [0, 1, 2, 3] and got == want
+    assert all("novel/fewshot/5w5s/ridge" in r and "test/ncc_acc" in r for r in got)
+    a, b = load_file(ref / "model.safetensors"), load_file(cut / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_ddp_epoch_zero_probe_equals_the_single_process_one(tmp_path):
+    # rank 0 probes the initial network (the same on every rank) while the other rank waits
+    args = ["data.name=glyphs", "data.source_classes=20", "model.options.width=16", "train.epochs=1",
+            "train.batch_size=32", "trainer.progress=false", "trainer.threads=1", *PROBED]
+    for name, extra in [("one", []), ("two", ["trainer.devices=2"])]:
+        p = _cli("train", *args, *extra, "--out", str(tmp_path / name))
+        assert p.returncode == 0, p.stderr
+    one, two = _probe_records(tmp_path / "one"), _probe_records(tmp_path / "two")
+    assert [r["epoch"] for r in two] == [0, 1] and set(two[1]) == set(one[1])
+    assert set(one[0]) == set(two[0])
+    for k, v in one[0].items():
+        assert two[0][k] == (pytest.approx(v, rel=1e-9) if isinstance(v, float) else v), k

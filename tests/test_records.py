@@ -93,7 +93,8 @@ def test_bare_run_has_no_param_columns(sweep):
 
 
 def test_nothing_started_gives_an_empty_table(tmp_path):
-    (tmp_path / "manifest.json").write_text(json.dumps({"points": [{"name": "a", "run": "runs/a", "params": {"x": 1}}]}))
+    point = {"name": "a", "run": "runs/a", "params": {"x": 1}}
+    (tmp_path / "manifest.json").write_text(json.dumps({"points": [point]}))
     t = tidy_records([tmp_path])
     assert t.empty and list(t.columns) == ["run", "seed", "epoch", "step", "metric", "value"]
 

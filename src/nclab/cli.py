@@ -54,7 +54,7 @@ def _parser_train(sub) -> None:
 
 
 def _cmd_train(args) -> int:
-    from nclab.train.run import resume_run, start_run
+    from nclab.experiments.training import resume, train
     overrides = list(args.overrides)
     config = args.config
     if config is not None and "=" in config and not config.endswith((".yaml", ".yml")):
@@ -63,9 +63,9 @@ def _cmd_train(args) -> int:
     if args.resume:
         if config or overrides:
             raise NclabError("--resume continues a run with its own config.yaml; give no config or overrides")
-        resume_run(args.resume)
+        resume(args.resume)
     else:
-        start_run(config, overrides, out=args.out)
+        train(config, overrides, out=args.out)
     return 0
 
 
@@ -241,6 +241,20 @@ def _cmd_gc(args) -> int:
 
 # --- experiments and sweeps ------------------------------------------------------------------
 
+def _backend_arguments(p) -> None:
+    p.add_argument("--workers", type=int, default=1, help="runs trained at the same time (processes); torch "
+                                                          "threads per run = cores / workers")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per run (default cores / workers); "
+                                                             "with --ray, the CPUs each run's Ray task takes")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run every point as a Ray task (pip install 'nclab[ray]'): alone, on a local Ray instance; "
+                        "with HOST:PORT, on that running cluster (the directory must be on storage every node "
+                        "shares)")
+    p.add_argument("--gpus", type=float, default=None, help="with --ray: GPUs per run (default: trainer.devices "
+                                                            "when the config's accelerator is cuda, or auto on a "
+                                                            "cluster with GPUs; else 0)")
+
+
 def _parser_experiment(sub) -> None:
     p = sub.add_parser("experiment", help="run one of the papers' experiments (a recipe) and analyse it",
                        description="Run a recipe of configs/experiments/ (nc-transfer, source-classes, ...) into "
@@ -253,7 +267,7 @@ def _parser_experiment(sub) -> None:
     p.add_argument("--profile", default="quick", help="quick (2 CPU cores, default), paper (GPU), or another "
                                                      "profile of the recipe")
     p.add_argument("--out", default=None, help="experiment directory (default experiments/NAME-PROFILE)")
-    p.add_argument("--workers", type=int, default=1, help="runs trained at the same time (processes)")
+    _backend_arguments(p)
     p.add_argument("--dry-run", action="store_true", help="print the runs and their overrides; write nothing")
     p.add_argument("--list", action="store_true", help="list the experiments and their profiles")
     p.set_defaults(handler=_cmd_experiment)
@@ -278,8 +292,7 @@ def _parser_sweep(sub) -> None:
                    help="a swept config key and its values (repeat for more keys)")
     p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 per grid point (default: the config's)")
     p.add_argument("--out", required=True, help="sweep directory (created, or continued)")
-    p.add_argument("--workers", type=int, default=1, help="runs trained at the same time (processes); torch "
-                                                          "threads per process = cores / workers")
+    _backend_arguments(p)
     p.add_argument("--profile", default=None, help="with a recipe: its profile (default quick)")
     p.set_defaults(handler=_cmd_sweep)
 
@@ -287,6 +300,72 @@ def _parser_sweep(sub) -> None:
 def _cmd_sweep(args) -> int:
     from nclab.commands.sweep import sweep_command
     return sweep_command(args)
+
+
+# --- ufm -----------------------------------------------------------------------------------------
+
+def _parser_ufm(sub) -> None:
+    p = sub.add_parser("ufm", help="the unconstrained features model: collapse at its global minimisers",
+                       description="Minimise the unconstrained features model (features H, classifier W, bias b "
+                                   "as free float64 variables; mean CE or MSE plus weight decay) and print the "
+                                   "collapse metrics along the way, beside the closed-form global minimiser when "
+                                   "one is known. --imbalance R: the first --majority classes get R times more "
+                                   "samples; --minority-collapse: sweep R for a learned and a fixed simplex-ETF head.")
+    p.add_argument("--classes", type=int, default=10, help="number of classes K (default 10)")
+    p.add_argument("--dim", type=int, default=32, help="feature dimension d (default 32)")
+    p.add_argument("--per-class", type=int, default=None,
+                   help="samples per class; the minority classes' n_B with --imbalance / --minority-collapse "
+                        "(default 20; 1 for --minority-collapse)")
+    p.add_argument("--loss", choices=("ce", "mse"), default="ce")
+    p.add_argument("--lambda-w", type=float, default=5e-4, help="weight decay of W (default 5e-4)")
+    p.add_argument("--lambda-h", type=float, default=5e-4, help="weight decay of H (default 5e-4)")
+    p.add_argument("--lambda-b", type=float, default=0.0, help="weight decay of b (default 0)")
+    p.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None,
+                   help="learn a bias b (default: on; off for --minority-collapse)")
+    p.add_argument("--head", choices=("learned", "etf"), default="learned",
+                   help="learned W, or W fixed to a simplex ETF (default learned)")
+    p.add_argument("--etf-scale", type=float, default=1.0, help="row norm of the fixed ETF head (default 1)")
+    p.add_argument("--optimizer", choices=("lbfgs", "gd"), default="lbfgs",
+                   help="L-BFGS with strong-Wolfe line search (default) or full-batch gradient descent")
+    p.add_argument("--lr", type=float, default=None, help="step size of gradient descent (default 0.5)")
+    p.add_argument("--max-iter", type=int, default=None, help="iterations (default 10000 lbfgs, 100000 gd)")
+    p.add_argument("--tol", type=float, default=1e-8, help="stop at this gradient 2-norm (default 1e-8)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and of the fixed ETF")
+    p.add_argument("--records", type=int, default=30, help="log-spaced iterations at which to measure (default 30)")
+    p.add_argument("--imbalance", type=float, default=None, metavar="R",
+                   help="n_A = R x n_B samples in each of the --majority classes")
+    p.add_argument("--majority", type=int, default=None, metavar="K_A",
+                   help="majority classes with --imbalance / --minority-collapse (default K // 2)")
+    p.add_argument("--minority-collapse", type=float, nargs="*", default=None, metavar="R",
+                   help="sweep these ratios (default 1 2 5 10 20 50 100 1000), learned against fixed ETF head")
+    p.add_argument("--json", dest="json_out", default=None, metavar="OUT",
+                   help="write the result as JSON (final metrics under nclab measure's keys)")
+    p.set_defaults(handler=_cmd_ufm)
+
+
+def _cmd_ufm(args) -> int:
+    from nclab.commands.ufm import ufm_command
+    return ufm_command(args)
+
+
+# --- report ------------------------------------------------------------------------------------
+
+def _parser_report(sub) -> None:
+    p = sub.add_parser("report", help="figures, tables and one HTML page of runs, experiments or sweeps",
+                       description="Draw the records of run, experiment or sweep directories (several may be "
+                                   "given): CDNV per split, few-shot accuracy, NC1-NC4, CDNV against accuracy, "
+                                   "metrics against a swept parameter, the bound against the NCC error, "
+                                   "per-stage curves, whichever the records hold. Writes PNG figures, "
+                                   "report.md, records.csv and a self-contained index.html.")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="a run, experiment or sweep directory")
+    p.add_argument("--out", default=None, help="report folder (default: DIR/report of the first DIR); "
+                                               "replaced if it holds an earlier report")
+    p.set_defaults(handler=_cmd_report)
+
+
+def _cmd_report(args) -> int:
+    from nclab.commands.report import report_command
+    return report_command(args)
 
 
 # --- entry point -------------------------------------------------------------------------------
@@ -300,7 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for add in (_parser_quickstart, _parser_train, _parser_features, _parser_data, _parser_measure,
-                _parser_fewshot, _parser_evaluate, _parser_gc, _parser_experiment, _parser_sweep):
+                _parser_fewshot, _parser_evaluate, _parser_gc, _parser_experiment, _parser_sweep, _parser_ufm,
+                _parser_report):
         add(sub)
     return parser
 
@@ -308,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    if "=" in (getattr(args, "ray", None) or ""):   # `--ray key=value`: a bare --ray, then an override
+        args.overrides = [*args.overrides, args.ray]
+        args.ray = "local"
     # key=value items may also come after options (`data info omniglot --root D split=vinyals`).
     for dest in ("overrides", "options"):
         if extra and hasattr(args, dest):

@@ -111,6 +111,52 @@ class TrainerConfig:
 
 
 @dataclass
+class FewshotProbeConfig:
+    splits: list = field(default_factory=lambda: ["val", "novel"])   # few-shot on these (val | novel)
+    ways: list = field(default_factory=lambda: [5])
+    shots: list = field(default_factory=lambda: [1, 5])
+    query: int = 15
+    episodes: int = 600                   # one fixed set per split / way / shot, saved in the run directory
+    heads: list = field(default_factory=lambda: ["ncc", "ridge"])     # also: logistic, ncc-cosine, 1nn
+    transform: str = "l2"                 # l2 | none | center | center+l2 (centre = mean train-probe feature)
+
+
+@dataclass
+class GCProbeConfig:
+    enabled: bool = False
+    splits: list = field(default_factory=lambda: ["train", "novel"])
+    probes: int | None = 1                # random projections per sample (None: exact, one backward per dim)
+    max_samples: int = 256                # per split: per_class samples of max_samples // per_class classes
+    per_class: int = 8
+
+
+@dataclass
+class StageProbeConfig:
+    enabled: bool = False
+    splits: list = field(default_factory=lambda: ["train", "novel"])
+    epochs: list = field(default_factory=list)    # probe the stages at these epochs (empty: every probe)
+
+
+@dataclass
+class ProbesConfig:
+    """Collapse and transfer measured during training (nclab.experiments.probes)."""
+
+    enabled: bool = False
+    schedule: str = "every"               # every: epochs 0, k, 2k, ...; log: 0 and `points` log-spaced epochs
+    every: int = 1
+    points: int = 50
+    splits: list = field(default_factory=lambda: ["train", "test", "val", "novel"])
+    max_per_class: int | None = None      # fixed seeded subsets: at most this many samples per class ...
+    max_per_class_splits: list = field(default_factory=lambda: ["train"])         # ... of these splits
+    max_classes: int | None = None        # ... and at most this many classes ...
+    max_classes_splits: list = field(default_factory=lambda: ["val", "novel"])   # ... of these (not train)
+    seed: int = 0                         # subsets and episodes
+    fewshot: FewshotProbeConfig = field(default_factory=FewshotProbeConfig)
+    gc: GCProbeConfig = field(default_factory=GCProbeConfig)
+    stages: StageProbeConfig = field(default_factory=StageProbeConfig)
+
+
+@dataclass
 class RunConfig:
     name: str = "run"
     data: DataConfig = field(default_factory=DataConfig)
@@ -119,6 +165,7 @@ class RunConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    probes: ProbesConfig = field(default_factory=ProbesConfig)
 
 
 def to_dict(cfg: Any) -> dict:

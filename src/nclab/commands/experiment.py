@@ -1,7 +1,9 @@
-"""``nclab experiment NAME [--profile P] [key=value ...] [--out DIR] [--workers N] [--dry-run | --list]``."""
+"""``nclab experiment NAME [--profile P] [key=value ...] [--out DIR] [--workers N] [--ray [ADDRESS]] [--dry-run | --list]``."""
 
 from __future__ import annotations
 
+from nclab.commands.sweep import check_backend_args, ray_backend
+from nclab.config import load_config
 from nclab.errors import NclabError
 from nclab.experiments.recipes import load_recipe, recipe_names
 from nclab.experiments.runner import default_out, plan_experiment, run_experiment
@@ -24,6 +26,7 @@ def experiment_command(args) -> int:
         return 0
     if args.name is None:
         raise NclabError("experiment: give a NAME (nclab experiment --list shows them)")
+    threads = check_backend_args(args)
     if args.dry_run:
         plan = plan_experiment(args.name, args.profile, args.overrides)
         print(f"experiment {plan.recipe.name} ({plan.profile.name}): {len(plan.points)} runs into "
@@ -34,5 +37,14 @@ def experiment_command(args) -> int:
         for p in plan.points:
             print(f"  {p.name}: {' '.join(p.overrides)}")
         return 0
-    result = run_experiment(args.name, args.profile, args.overrides, out=args.out, workers=args.workers)
+    backend = None
+    if args.ray is not None:                   # connect only once the plan is known to be valid
+        plan = plan_experiment(args.name, args.profile, args.overrides)
+        backend = ray_backend(args, threads, load_config(plan.base_config, plan.overrides + plan.points[0].overrides))
+    try:
+        result = run_experiment(args.name, args.profile, args.overrides, out=args.out, workers=args.workers,
+                                threads=threads, submit=backend.submit if backend else None)
+    finally:
+        if backend is not None:
+            backend.close()
     return 1 if result.sweep.failed else 0

@@ -1,5 +1,6 @@
 """CIFAR-FS (Bertinetto et al. 2019) and FC-100 (Oreshkin et al. 2018): CIFAR-100 divided
-into 64 / 16 / 20 classes, resp. 12 / 4 / 4 superclasses (60 / 20 / 20 classes), 32x32 RGB.
+into 64 / 16 / 20 classes, resp. 12 / 4 / 4 superclasses (60 / 20 / 20 classes), 32x32 RGB;
+and CIFAR-10 (all ten classes source classes, :func:`read_cifar10`).
 
 Read from either
 
@@ -166,3 +167,69 @@ def read_cifar_fs(cfg: DataConfig) -> Dataset:
 def read_fc100(cfg: DataConfig) -> Dataset:
     """FC-100: CIFAR-100 superclasses, 60 source / 20 val / 20 novel classes (Oreshkin et al. 2018)."""
     return _read(cfg, "fc100", FC100, ["FC100_{}.pickle", "{}.pickle"])
+
+
+# --- CIFAR-10 -----------------------------------------------------------------------------------
+
+CIFAR10_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch")
+# MD5 of the official python release files (as torchvision checks them).
+CIFAR10_MD5 = {"data_batch_1": "c99cafc152244af753f735de768cd75f", "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+               "data_batch_3": "54ebc095f3ab1f0389bbae665268c751", "data_batch_4": "634d18415352ddfa80567beed471001a",
+               "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb", "test_batch": "40351d587109b95175f43aff81a1287e",
+               "batches.meta": "5ff9c542aee3614f3951f8cda6e48888"}
+
+
+@register_dataset("cifar10")
+def read_cifar10(cfg: DataConfig) -> Dataset:
+    """CIFAR-10 (Krizhevsky 2009), the official python release ``cifar-10-batches-py/``
+    (``data.root`` is that folder, the folder holding it, or ``cifar-10-python.tar.gz``).
+
+    A within-task dataset like MNIST: all 10 classes are source classes (val and novel empty);
+    the five training batches and the test batch are pooled in that order (6,000 images per
+    class, ``meta["parts"]``) and the per-class holdout (``data.holdout``, e.g. 1000) supplies
+    the *test* split.
+    """
+    if not cfg.root:
+        raise NclabError("data.root: cifar10 needs the folder of the CIFAR-10 python release (cifar-10-batches-py)")
+    root = Path(cfg.root)
+    if not root.exists():
+        raise NclabError(f"{root}: cifar10 data folder not found")
+    root = resolve_root(root)
+    folder = next((f for f in (root / "cifar-10-batches-py", root)
+                   if all((f / n).is_file() for n in (*CIFAR10_FILES, "batches.meta"))), None)
+    if folder is None:
+        raise NclabError(f"{root}: expected cifar-10-batches-py/{{data_batch_1..5,test_batch,batches.meta}} (cifar10)")
+    meta_path = folder / "batches.meta"
+    names = _names(meta_path, _dict_pickle(meta_path, ("label_names",)), "label_names")
+    images, labels, parts = [], [], {}
+    for part in CIFAR10_FILES:
+        path = folder / part
+        d = _dict_pickle(path, ("data", "labels"))
+        data = d["data"]
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+            desc = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+            raise NclabError(f"{path}: 'data' is {desc}, expected uint8 N x 3072 (3 x 32 x 32 planes)")
+        try:
+            lab = np.asarray(d["labels"], dtype=np.int64)
+        except (TypeError, ValueError):
+            raise NclabError(f"{path}: 'labels' must be a list of integers") from None
+        if lab.shape != (len(data),):
+            raise NclabError(f"{path}: 'labels' has {lab.size} entries, expected {len(data)} (one per image)")
+        if len(lab) and (lab.min() < 0 or lab.max() >= len(names)):
+            raise NclabError(f"{path}: label {int(lab.min() if lab.min() < 0 else lab.max())} out of range, "
+                             f"expected 0..{len(names) - 1} ({meta_path})")
+        images.append(data.reshape(-1, 3, NATIVE_SIZE, NATIVE_SIZE).transpose(0, 2, 3, 1))
+        labels.append(lab)
+        parts[part] = len(lab)
+    images_a, labels_a = np.ascontiguousarray(np.concatenate(images)), np.concatenate(labels)
+    md5_ok = {f: file_digest(folder / f, "md5") == m for f, m in CIFAR10_MD5.items()}
+    counts = np.bincount(labels_a, minlength=len(names))
+    checks = {"checksum": "ok (official MD5)" if all(md5_ok.values()) else
+              "differs from the official MD5 of " + ", ".join(f for f, ok in md5_ok.items() if not ok),
+              "samples_per_class": [int(counts.min()), int(counts.max())]}
+    sources = [folder / f for f in (*CIFAR10_FILES, "batches.meta")]
+    images_a = _resized(images_a, cfg.image_size, "cifar10", sources)
+    meta = {"layout": "cifar-10-batches-py", "root": str(folder), "parts": parts, "checks": checks,
+            "image_size": int(images_a.shape[1])}
+    return Dataset(name="cifar10", images=images_a, labels=labels_a, class_names=list(names),
+                   class_splits={"source": np.arange(len(names))}, flip=True, meta=meta)

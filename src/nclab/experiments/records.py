@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from nclab.config import yaml_load
@@ -43,6 +44,11 @@ class RunInfo:
     params: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None
     config: dict = field(default_factory=dict, repr=False)   # config.yaml as plain data
+
+    @property
+    def bare(self) -> bool:
+        """Given as its own directory, not through an experiment's or sweep's manifest."""
+        return self.source is None or self.source == self.path
 
     def to_dict(self) -> dict:
         return {"name": self.name, "path": str(self.path), "seed": self.seed, "params": dict(self.params),
@@ -182,9 +188,8 @@ def wide_frame(runs: list[RunInfo]) -> pd.DataFrame:
         rows.extend(by_epoch[e] for e in sorted(by_epoch))
     columns = ["run", "seed", *params, "epoch", "step", *metrics]
     frame = pd.DataFrame(rows, columns=columns)
-    for c in metrics:
-        frame[c] = frame[c].astype("float64")
-    return frame
+    floats = pd.DataFrame(frame[list(metrics)].to_numpy(dtype="float64", na_value=np.nan), columns=list(metrics))
+    return pd.concat([frame[columns[: len(columns) - len(metrics)]], floats], axis=1)
 
 
 def tidy_frame(wide: pd.DataFrame) -> pd.DataFrame:

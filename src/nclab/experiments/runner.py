@@ -93,7 +93,7 @@ def default_out(name: str, profile: str) -> Path:
 
 
 def run_experiment(name: str, profile: str = "quick", overrides: Sequence[str] = (), out: str | os.PathLike | None = None,
-                   workers: int = 1, submit: Callable | None = None,
+                   workers: int = 1, threads: int | None = None, submit: Callable | None = None,
                    log: Callable[[str], None] | None = print) -> ExperimentResult:
     """Run (or continue) the experiment ``name`` with ``profile`` into ``out``, then analyse it."""
     t0 = time.perf_counter()
@@ -113,7 +113,7 @@ def run_experiment(name: str, profile: str = "quick", overrides: Sequence[str] =
             msg = f"  [{i}/{n}] {outcome.name}: {outcome.status} in {outcome.seconds:.0f} s"
             log(msg + (f" ({outcome.error})" if outcome.error else ""))
 
-    result = sweep.run(workers=workers, on_outcome=progress, submit=submit)
+    result = sweep.run(workers=workers, threads=threads, on_outcome=progress, submit=submit)
     analysis = analyze_experiment(root)
     seconds = time.perf_counter() - t0
     budget = plan.profile.budget_minutes

@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,6 +119,12 @@ def grid_points(grid: dict[str, list[Any]], seeds: Sequence[int]) -> list[Point]
             overrides = [f"{k}={format_value(v)}" for k, v in zip(keys, values)] + [f"trainer.seed={int(seed)}"]
             points.append(Point(name, overrides, params))
     return points
+
+
+def default_threads(workers: int) -> int:
+    """Torch threads per point when ``workers`` points train at once: the cores divided among
+    them (never oversubscribed)."""
+    return max(1, (os.cpu_count() or 1) // workers)
 
 
 # --- the sweep directory -------------------------------------------------------------------------
@@ -282,6 +288,21 @@ class Sweep:
         error = lines[-1] if lines else f"exit code {proc.returncode}"
         return PointOutcome(point.name, "failed", seconds, error.removeprefix("nclab: error: "))
 
+    def _outcome(self, point: Point, future: Future) -> PointOutcome:
+        """The outcome of a point's future: an executor that fails (a Ray worker lost, a node
+        gone) fails that point alone; a point done elsewhere whose run directory this process
+        cannot see (no shared storage) is not done."""
+        try:
+            outcome = future.result()
+        except Exception as e:                          # noqa: BLE001 - any executor failure is the point's
+            lines = [ln for ln in str(e).splitlines() if ln.strip()]
+            return PointOutcome(point.name, "failed", error=f"{type(e).__name__}: {lines[-1] if lines else ''}")
+        if outcome.status == "done" and self.status(point) != "finished":
+            return PointOutcome(point.name, "failed", outcome.seconds,
+                                f"trained elsewhere, but {self.run_dir(point)} holds no summary.json here: put the "
+                                "sweep directory on storage every node shares, at the same path")
+        return outcome
+
     def run(self, workers: int = 1, threads: int | None = None, names: Sequence[str] | None = None,
             on_outcome: Callable[[PointOutcome, int, int], None] | None = None,
             submit: Callable | None = None) -> SweepResult:
@@ -297,7 +318,7 @@ class Sweep:
         if names is not None:
             wanted = set(names)
             points = [p for p in points if p.name in wanted]
-        threads = threads or max(1, (os.cpu_count() or 1) // workers)
+        threads = threads or default_threads(workers)
         result = SweepResult(self.root)
         todo = []
         for p in points:
@@ -315,15 +336,15 @@ class Sweep:
                 if on_outcome is not None:
                     on_outcome(outcome, sum(o.status != "skipped" for o in result.outcomes), total)
 
+        def collect(futures: dict) -> None:
+            for f in as_completed(futures):
+                finished(self._outcome(futures[f], f))
+
         if submit is None:
             with ThreadPoolExecutor(max(1, min(workers, total or 1))) as pool:
-                futures = [pool.submit(self._run_point, p, manifest, threads) for p in todo]
-                for f in futures:
-                    finished(f.result())
+                collect({pool.submit(self._run_point, p, manifest, threads): p for p in todo})
         else:
-            futures = [submit(self._run_point, p, manifest, threads) for p in todo]
-            for f in futures:
-                finished(f.result())
+            collect({submit(self._run_point, p, manifest, threads): p for p in todo})
         self.write_results()
         order = {p.name: i for i, p in enumerate(self.points())}
         result.outcomes.sort(key=lambda o: order.get(o.name, len(order)))

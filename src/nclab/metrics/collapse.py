@@ -14,6 +14,11 @@ Normalisations (documented choices): standard deviations are population (1/n) on
 ``min_mean_distance`` is min_{i<j} ||mu_i - mu_j|| divided by the mean centred-mean norm
 mean_c ||m_c||; pairs of means closer than ``coincide_rtol`` times that norm are "coincident":
 reported, and CDNV is then infinite (null in JSON).
+
+Two CDNV estimators (../shared/SCIENCE.md section 6): ``cdnv`` is the plug-in one every public
+implementation uses (1/n variances, distances of the sample means), whose expectation depends
+on the samples per class; ``cdnv_debiased`` corrects both parts so that splits with different
+class sizes can be compared (:func:`pair_stats`).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from nclab.parallel import parallel_map
 __all__ = [
     "CollapseRecord", "MeanGeometry", "PairStats", "measure", "measure_from_stats", "centred_pass",
     "mean_geometry", "nc1_pinv", "nc1_quotient", "cdnv", "pair_stats", "equinorm", "equiangularity",
-    "max_angle", "etf_error", "nc3", "nc3_zhu", "ncc_mismatch",
+    "max_angle", "etf_error", "nc3", "nc3_zhu", "ncc_accuracy", "ncc_mismatch",
 ]
 
 _EPS = float(torch.finfo(torch.float64).eps)
@@ -147,7 +152,9 @@ class PairStats:
 
     ``cos_std`` = equiangularity, ``maxangle`` = mean |cos + 1/(K-1)|, ``min_dist`` = min ||A_i - A_j||.
     ``cdnv_*`` are mean and CoV of the symmetric V_ij (unordered pairs) and of the asymmetric
-    Var_i / ||A_i - A_j||^p (ordered pairs); ``coincident`` lists pairs with distance <= tol."""
+    Var_i / ||A_i - A_j||^p (ordered pairs); ``coincident`` lists pairs with distance <= tol.
+    ``cdnv_debiased_mean`` is the debiased CDNV over the pairs with a positive corrected distance,
+    ``cdnv_debiased_excluded`` the number of pairs left out (see :func:`pair_stats`)."""
 
     cos_mean: float
     cos_std: float
@@ -159,6 +166,8 @@ class PairStats:
     cdnv_cov: float = float("nan")
     cdnv_asym_mean: float = float("nan")
     cdnv_asym_cov: float = float("nan")
+    cdnv_debiased_mean: float = float("nan")
+    cdnv_debiased_excluded: int | None = None
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -169,14 +178,23 @@ def _tile_rows(K: int, budget: int = 1 << 22) -> int:
 
 
 def pair_stats(A: Tensor, variances: Tensor | None = None, power: float = 2.0, coincide_tol: float = 0.0,
-               max_listed: int = 100) -> PairStats:
+               max_listed: int = 100, debias: tuple[Tensor, Tensor] | None = None) -> PairStats:
     """One tiled sweep over all pairs: Gram blocks A[i0:i1] A[i0:]^T (never a K x K matrix for
     large K). Squared distances ||a_i||^2 + ||a_j||^2 - 2 a_i.a_j are recomputed from the
     difference vector wherever that sum cancels (distance^2 < 1e-4 of the squared norms), so
     every distance keeps float64 relative accuracy.
 
     CDNV (Galanti et al. 2022): V_ij = (Var_i + Var_j) / (2 ||mu_i - mu_j||^p), p = ``power`` (2);
-    asymmetric form (Galanti et al. 2023, arXiv 2212.12532): Var_i / ||mu_i - mu_j||^p."""
+    asymmetric form (Galanti et al. 2023, arXiv 2212.12532): Var_i / ||mu_i - mu_j||^p.
+
+    Debiased CDNV (``debias`` = (s^2, n): unbiased variances s_c^2 = sum ||h - mu_c||^2 / (n_c - 1)
+    and class sizes n_c; ../shared/SCIENCE.md section 6): E ||mu^_i - mu^_j||^2 = ||mu_i - mu_j||^2
+    + Var_i/n_i + Var_j/n_j, so D_ij = ||mu^_i - mu^_j||^2 - s_i^2/n_i - s_j^2/n_j is unbiased for the
+    squared distance, and V_ij = (s_i^2 + s_j^2) / (2 D_ij^(p/2)) is averaged over the pairs with
+    D_ij > 0. D_ij <= 0 happens for (nearly) coincident class means, whose distance the samples
+    cannot resolve; those pairs are left out (counted in ``cdnv_debiased_excluded``) rather than
+    clamped, which would give an unbounded V. The ratio of unbiased parts keeps a small bias of
+    order Var(D_ij) / D_ij^2 (Jensen)."""
     A = A.to(torch.float64)
     K = A.shape[0]
     if K < 2:
@@ -184,7 +202,11 @@ def pair_stats(A: Tensor, variances: Tensor | None = None, power: float = 2.0, c
     sq = (A * A).sum(1)
     norm = sq.sqrt()
     ideal = -1.0 / (K - 1)
-    cos_m, dev_m, sym_m, asym_m = _Moments(), _Moments(), _Moments(), _Moments()
+    cos_m, dev_m, sym_m, asym_m, deb_m = _Moments(), _Moments(), _Moments(), _Moments(), _Moments()
+    if debias is not None:
+        s2 = debias[0].to(A.device, torch.float64)
+        corr = s2 / debias[1].to(A.device, torch.float64)            # s_c^2 / n_c
+        excluded = 0
     min_d2 = math.inf
     coincident: list[tuple[int, int]] = []
     n_coinc = 0
@@ -224,6 +246,11 @@ def pair_stats(A: Tensor, variances: Tensor | None = None, power: float = 2.0, c
             vj = variances[None, i0:].expand_as(upper)[upper][far]
             sym_m.add((vi + vj) / (2 * den))
             asym_m.add(torch.cat([vi / den, vj / den]))
+        if debias is not None:
+            Dc = D - (corr[i0:i1, None] + corr[None, i0:])[upper]
+            keep = Dc > 0
+            excluded += int((~keep).sum())
+            deb_m.add((s2[i0:i1, None] + s2[None, i0:])[upper][keep] / (2 * Dc[keep] ** (power / 2)))
     out = PairStats(cos_mean=cos_m.mean, cos_std=cos_m.std, maxangle=dev_m.abs_mean, min_dist=math.sqrt(min_d2),
                     coincident=coincident, n_coincident=n_coinc)
     if variances is not None:
@@ -232,6 +259,9 @@ def pair_stats(A: Tensor, variances: Tensor | None = None, power: float = 2.0, c
         else:
             out.cdnv_mean, out.cdnv_cov = sym_m.mean, sym_m.cov
             out.cdnv_asym_mean, out.cdnv_asym_cov = asym_m.mean, asym_m.cov
+    if debias is not None:
+        out.cdnv_debiased_mean = deb_m.mean if deb_m.n else math.nan        # every pair left out
+        out.cdnv_debiased_excluded = excluded
     return out
 
 
@@ -329,6 +359,27 @@ def nc3_zhu(W: Tensor, M: Tensor) -> float:
     return _etf_error_general(torch.as_tensor(W, dtype=torch.float64), torch.as_tensor(M, dtype=torch.float64))
 
 
+def ncc_accuracy(features, labels, means, chunk_rows: int = 4096) -> float:
+    """Fraction of samples whose nearest class mean is their own: argmin_c ||h - mu_c|| = y (the
+    NCC rule of Galanti et al. 2022). With the class means of the training samples and held-out
+    samples of the same classes, this is test collapse. float64 scores ||m_c||^2 - 2 (h - g).m_c
+    with m_c = mu_c - g and g the mean of the means, so far-from-origin features cancel nothing."""
+    mu = torch.as_tensor(np.asarray(means) if not isinstance(means, Tensor) else means).to(torch.float64)
+    X, y = _to_tensor(features, "features"), _to_tensor(labels, "labels")
+    if X.ndim != 2 or X.shape[1] != mu.shape[1] or y.shape != (len(X),) or len(X) == 0:
+        raise NclabError(f"ncc_accuracy: expected N x {mu.shape[1]} features and N labels, "
+                         f"got {tuple(X.shape)} and {tuple(y.shape)}")
+    g = mu.mean(0)
+    m = (mu - g).to(X.device)
+    m_sq = (m * m).sum(1)
+    correct = 0
+    for i in range(0, len(X), chunk_rows):
+        h = X[i:i + chunk_rows].to(torch.float64) - g.to(X.device)
+        pred = torch.argmin(m_sq[None, :] - 2 * h @ m.T, dim=1)
+        correct += int((pred == y[i:i + chunk_rows].to(pred.device)).sum())
+    return correct / len(X)
+
+
 def ncc_mismatch(ncc_pred: Tensor, net_pred: Tensor) -> float:
     """NC4: fraction of samples whose nearest class centre differs from argmax_c (w_c.h + b_c)."""
     return float((torch.as_tensor(ncc_pred) != torch.as_tensor(net_pred)).double().mean())
@@ -344,7 +395,15 @@ class CollapseRecord:
     """Collapse statistics of one feature set; ``to_dict()`` gives exactly the JSON keys.
 
     Classifier keys (``*_w``, ``nc3``, ``nc3_zhu``, ``nc4``) are present only when W was given;
-    undefined values (CDNV with coincident means, NCC without a second pass) are None."""
+    undefined values (CDNV with coincident means, NCC without a second pass) are None.
+
+    ``cdnv`` is the plug-in estimate (1/n variances, distances of the sample means; its value
+    depends on the samples per class); ``cdnv_debiased`` uses unbiased variances and squared
+    mean distances minus s_i^2/n_i + s_j^2/n_j, averaged over the pairs whose corrected distance
+    is positive; ``cdnv_debiased_excluded`` counts the pairs left out (:func:`pair_stats`). Both
+    debiased keys are None when a class has fewer than 2 samples (no unbiased variance), and
+    ``cdnv_debiased`` is None when every pair was left out. Use the debiased value to compare
+    splits with different class sizes (train 16 per class against test 4, say)."""
 
     n_samples: int
     n_classes: int
@@ -353,6 +412,8 @@ class CollapseRecord:
     cdnv_cov: float
     cdnv_asym: float
     cdnv_asym_cov: float
+    cdnv_debiased: float | None
+    cdnv_debiased_excluded: int | None
     nc1: float
     nc1_quotient: float
     nc1_rank: int
@@ -431,13 +492,15 @@ def _classifier(W, b, C: int, d: int, device) -> tuple[Tensor | None, Tensor | N
 
 
 def centred_pass(moments: ClassMoments, geometry: MeanGeometry | None = None, W=None, b=None,
-                 global_mean: str = "unweighted", rtol: float | None = None) -> CentredPass:
-    """The second-pass accumulator matching ``moments`` (feed it the same data again)."""
+                 global_mean: str = "unweighted", rtol: float | None = None, **metric_kwargs) -> CentredPass:
+    """The second-pass accumulator matching ``moments`` (feed it the same data again);
+    ``metric_kwargs`` go to the torchmetrics ``Metric`` (e.g. ``sync_on_compute``)."""
     used, _ = _used(moments)
     geo = geometry or mean_geometry(moments.means[used], moments.counts[used], global_mean, rtol)
     C, d = moments.means.shape
     W, b = _classifier(W, b, C, d, moments.means.device)
-    return CentredPass(moments.means[used], used, C, basis=geo.Vh.T.contiguous(), proj=geo.U * geo.S, W=W, b=b)
+    return CentredPass(moments.means[used], used, C, basis=geo.Vh.T.contiguous(), proj=geo.U * geo.S, W=W, b=b,
+                       **metric_kwargs)
 
 
 def _record(moments: ClassMoments, geo: MeanGeometry, quad: Tensor, sqdev: Tensor, ncc: dict | None,
@@ -456,10 +519,13 @@ def _record(moments: ClassMoments, geo: MeanGeometry, quad: Tensor, sqdev: Tenso
     sigma_quad = quad / n_w
     norms = geo.M.norm(dim=1)
     mean_norm = float(norms.mean())
-    ps = pair_stats(geo.M, var, power, coincide_tol=coincide_rtol * mean_norm)
+    # the debiased CDNV needs an unbiased variance, so at least 2 samples in every class
+    debias = (sqdev / (n - 1), n) if bool((n >= 2).all()) else None
+    ps = pair_stats(geo.M, var, power, coincide_tol=coincide_rtol * mean_norm, debias=debias)
     rec = CollapseRecord(
         n_samples=N, n_classes=K, dim=d,
         cdnv=ps.cdnv_mean, cdnv_cov=ps.cdnv_cov, cdnv_asym=ps.cdnv_asym_mean, cdnv_asym_cov=ps.cdnv_asym_cov,
+        cdnv_debiased=ps.cdnv_debiased_mean, cdnv_debiased_excluded=ps.cdnv_debiased_excluded,
         nc1=nc1_pinv(sigma_quad, geo.S, geo.rank), nc1_quotient=nc1_quotient(float(sqdev.sum()) / n_w, geo.S, K),
         nc1_rank=geo.rank, nc1_tol=geo.tol,
         nc2_equinorm=equinorm(geo.M), nc2_equiangle=ps.cos_std, nc2_maxangle=ps.maxangle,
@@ -615,10 +681,12 @@ def measure(features, labels, W=None, b=None, *, n_classes: int | None = None, g
             setattr(final, name, total)
         return final
 
-    # pass 1 needs only class sums: one common shift (first chunk's mean) keeps them exact
+    # pass 1 needs only class sums: one common shift (first chunk's mean) keeps them exact.
+    # sync_on_compute=False: these features are all the data; under torch.distributed (a probe on
+    # rank 0 of a DDP run) the accumulators must not all-gather other processes' states.
     shift = X[:rows].to(torch.float64).mean(0)
     try:
-        first = run(lambda: ClassStats(C, d, scatter=False, shift=shift))
+        first = run(lambda: ClassStats(C, d, scatter=False, shift=shift, sync_on_compute=False))
     except NclabError:
         for i in starts:                                   # name the row of the whole array
             check_finite(X[i:i + rows], offset=i)
@@ -626,7 +694,7 @@ def measure(features, labels, W=None, b=None, *, n_classes: int | None = None, g
     mom = first.compute()
     used, _ = _used(mom)
     geo = mean_geometry(mom.means[used], mom.counts[used], global_mean, rtol)
-    second = run_queued(lambda: centred_pass(mom, geo, Wt, bt))
+    second = run_queued(lambda: centred_pass(mom, geo, Wt, bt, sync_on_compute=False))
     res = second.compute()
     return _record(mom, geo, res["quad"], res["sqdev"], res, Wt, variance=variance, power=cdnv_power,
                    coincide_rtol=coincide_rtol, dtype=str(X.dtype).replace("torch.", ""), global_mean=global_mean)

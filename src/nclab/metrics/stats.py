@@ -437,9 +437,10 @@ class CentredPass(Metric):
 
 def class_moments(features, labels, n_classes: int) -> ClassMoments:
     """Exact class counts, means and squared deviations of in-memory features (one
-    :class:`ClassStats` update: every class is shifted by its own mean, so nothing cancels)."""
+    :class:`ClassStats` update: every class is shifted by its own mean, so nothing cancels).
+    Local: never synchronised across processes, even under torch.distributed."""
     h = torch.as_tensor(features)
-    stats = ClassStats(n_classes, h.shape[1] if h.ndim == 2 else 1, scatter=False)
+    stats = ClassStats(n_classes, h.shape[1] if h.ndim == 2 else 1, scatter=False, sync_on_compute=False)
     stats.update(h, labels)
     return stats.compute()
 

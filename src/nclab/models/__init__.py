@@ -16,6 +16,7 @@ from nclab.models.heads import ETFHead, make_head, simplex_etf
 from nclab.models.mlp import MLP
 from nclab.models.resnet12 import ResNet12
 from nclab.models.resnet18 import ResNet18
+from nclab.models.vgg import VGG
 from nclab.models.wrn import WideResNet
 
 BACKBONES: dict[str, type[Backbone]] = {
@@ -24,6 +25,7 @@ BACKBONES: dict[str, type[Backbone]] = {
     "resnet18": ResNet18,
     "wrn": WideResNet,
     "mlp": MLP,
+    "vgg": VGG,
 }
 HEADS = ("linear", "linear_nobias", "etf")
 

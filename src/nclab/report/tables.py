@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 COLLAPSE_ROWS = [
     ("cdnv", "CDNV (Galanti, symmetric, mean over pairs)"),
     ("cdnv_cov", "CDNV coefficient of variation"),
+    ("cdnv_debiased", "CDNV debiased (unbiased var., corrected dist.)"),
+    ("cdnv_debiased_excluded", "  pairs left out (corrected distance <= 0)"),
     ("nc1", "NC1 = Tr(Sigma_W Sigma_B^+)/K"),
     ("nc1_quotient", "Tr Sigma_W / Tr Sigma_B"),
     ("nc2_equinorm", "NC2 equinorm CoV (means)"),
@@ -89,4 +93,61 @@ def format_transfer(ev) -> str:
         if s["n_runs"] > 1:
             line += f"   {100 * s['mean']:.2f} ± {100 * s['seed_ci95_t']:.2f}, {100 * s['seed_std']:.2f}"
         lines.append(line)
+    return "\n".join(lines)
+
+
+def _num(v, spec: str) -> str:
+    """``format(v, spec)``; "-" in the same width for an undefined value (a cosine of one row)."""
+    if v is not None:
+        return format(v, spec)
+    return format("-", ">" + re.match(r"[^\d.]*(\d*)", spec).group(1))
+
+
+def format_ufm(res) -> str:
+    """A :class:`~nclab.ufm.UFMResult`: the history at logged iterations, the final collapse table,
+    the closed-form minimiser beside the measured norms, and the majority / minority geometry."""
+    s = res.settings
+    sizes = sorted(set(res.class_sizes), reverse=True)
+    lines = [f"UFM: {s['n_classes']} classes ({' / '.join(map(str, sizes))} samples), dim {s['dim']}, "
+             f"loss {s['loss']}, lambda_W {s['lambda_W']:g}, lambda_H {s['lambda_H']:g}, "
+             f"bias {'on, lambda_b ' + format(s['lambda_b'], 'g') if s['bias'] else 'off'}, head {s['head']}, "
+             f"{s['optimizer']} (seed {s['seed']})",
+             f"{'iter':>6}{'objective':>13}{'grad norm':>11}{'acc':>7}{'NC1':>11}{'ETF err':>10}{'ETF err W':>11}"
+             f"{'NC3':>10}{'mean |w|':>10}"]
+    for h in res.history:
+        lines.append(f"{h['iteration']:>6}{h['objective']:>13.6g}{h['grad_norm']:>11.2e}{h['train_acc']:>7.3f}"
+                     f"{_num(h['nc1'], '11.3e')}{_num(h['nc2_etf_error'], '10.2e')}{_num(h['nc2_etf_error_w'], '11.2e')}"
+                     f"{_num(h['nc3'], '10.2e')}{np.mean(h['w_norms']):>10.4f}")
+    state = "converged" if res.converged else "NOT converged"
+    lines.append(f"{state}: gradient norm {res.grad_norm:.2e} (tol {s['tol']:g}) after {res.iterations} iterations, "
+                 f"{res.seconds:.2f} s")
+    if res.record is not None:
+        lines.append(format_collapse(res.record, "final features"))
+    g = res.geometry["all"]
+    if res.theory is not None:
+        t = res.theory
+        lines.append(f"global minimiser ({t['source']}): {t['structure']}, ||w_k|| {t['w_norm']:.8g} "
+                     f"(measured mean {g['w_norm']:.8g}), ||h_k|| {t['h_norm']:.8g} (measured {g['h_norm']:.8g})")
+    for name in ("majority", "minority"):
+        if name in res.geometry:
+            q = res.geometry[name]
+            lines.append(f"  {name} ({q['classes']} classes): rows |w| {q['w_norm']:.4f} cos {_num(q['w_cos'], '+.4f')}, "
+                         f"means |h| {q['h_norm']:.4f} cos {_num(q['h_cos'], '+.4f')}, accuracy {q['accuracy']:.3f}, "
+                         f"margin {q['margin']:.3g}")
+    return "\n".join(lines)
+
+
+def format_minority_collapse(res) -> str:
+    """A :class:`~nclab.ufm.MinorityCollapseResult`: one line per (R, head)."""
+    s = res.settings
+    lines = [f"minority collapse in the UFM (Fang et al. 2021): {s['k_major']} majority classes of R x {s['n_minor']}, "
+             f"{s['k_minor']} minority classes of {s['n_minor']} samples; bias {'on' if s['bias'] else 'off'}",
+             "cos = mean pairwise cosine of classifier rows (w) or class means (h); accuracy on the training features",
+             f"{'R':>6} {'head':<8}{'minor cos w':>12}{'minor |w|':>10}{'major cos w':>12}{'major |w|':>10}"
+             f"{'minor cos h':>12}{'minor |h|':>10}{'minor acc':>10}{'major acc':>10}{'minor margin':>13}  conv"]
+    for r in res.rows:
+        lines.append(f"{r['ratio']:>6g} {r['head']:<8}{_num(r['minor_w_cos'], '+12.4f')}{r['minor_w_norm']:>10.4f}"
+                     f"{_num(r['major_w_cos'], '+12.4f')}{r['major_w_norm']:>10.4f}{_num(r['minor_h_cos'], '+12.4f')}"
+                     f"{r['minor_h_norm']:>10.4f}{r['minor_accuracy']:>10.3f}{r['major_accuracy']:>10.3f}"
+                     f"{r['minor_margin']:>13.3g}  {'yes' if r['converged'] else 'NO'}")
     return "\n".join(lines)

@@ -4,6 +4,12 @@
 preprocessing, data, model), resumes from the latest checkpoint if there is one, and trains
 to ``train.epochs``. Every batch is a pure function of (seed, epoch, step) and the RNG state
 is checkpointed, so an interrupted run resumes bit-for-bit (on CPU).
+
+Epoch callbacks (:mod:`nclab.train.callbacks`) run after every epoch and once at epoch 0, on
+the initial network before the first step of a fresh run (a record is written for epoch 0
+only if a callback returned something). Rank 0 writes the records; the checkpoint stores how
+many it had written, so a resumed run neither loses nor repeats one. ``seconds`` is the
+epoch's training and test-accuracy time, without the callbacks (which may time themselves).
 """
 
 from __future__ import annotations
@@ -104,7 +110,7 @@ def train_worker(fabric, run_dir: str | Path, callbacks: Sequence[EpochCallback]
     dataset = AugmentedImages(pre.to_chw(train_set.images), torch.as_tensor(train_set.labels), pre,
                               augment_from_config(cfg.data, data.flip))
 
-    epoch, step, global_step, seconds_done = 0, 0, 0, 0.0
+    epoch, step, global_step, seconds_done, n_records = 0, 0, 0, 0.0, 0
     sums = _running(fabric.device, regs)
     ckpt = latest_checkpoint(run.path)
     if ckpt is not None:
@@ -117,9 +123,29 @@ def train_worker(fabric, run_dir: str | Path, callbacks: Sequence[EpochCallback]
         seconds_done = state["seconds"]
         for k in sums:
             sums[k] += state["sums"][k][fabric.global_rank].to(fabric.device)
-        if rank0:
-            run.truncate_records(state["records"])
+        n_records = state["records"]
+    if rank0:
+        run.truncate_records(n_records)        # without a checkpoint: a fresh start (maybe a restart)
     fabric.barrier()
+
+    def run_callbacks(record: dict) -> bool:
+        """Let every callback add to ``record`` (the network in eval mode); True if one did."""
+        model.eval()
+        added = False
+        for cb in callbacks:
+            extra = cb(EpochContext(record["epoch"], model, fabric, data, pre, cfg, run.path, record))
+            if extra:
+                record.update(extra)
+                added = True
+        return added
+
+    # Only rank 0's records are written and its n_records checkpointed: callbacks may return
+    # nothing on the other ranks (probes run on rank 0 while the others wait at the next collective).
+    if ckpt is None:
+        record = {"epoch": 0, "step": 0}
+        if run_callbacks(record) and rank0:
+            run.append_record(record)
+            n_records += 1
 
     def checkpoint(records: int) -> None:
         gathered = {k: fabric.all_gather(v).reshape(world).cpu() for k, v in sums.items()}
@@ -163,7 +189,7 @@ def train_worker(fabric, run_dir: str | Path, callbacks: Sequence[EpochCallback]
             global_step += 1
             bar.update(1)
             if cfg.trainer.ckpt_every_steps and global_step % cfg.trainer.ckpt_every_steps == 0 and step < steps_per_epoch:
-                checkpoint(records=epoch)
+                checkpoint(records=n_records)
         tot = {k: (fabric.all_reduce(v, reduce_op="sum") if world > 1 else v) for k, v in sums.items()}
         n = float(tot["count"])
         record = {"epoch": epoch + 1, "step": global_step, "lr": lr, "loss": float(tot["loss"]) / n,
@@ -172,24 +198,24 @@ def train_worker(fabric, run_dir: str | Path, callbacks: Sequence[EpochCallback]
                                        pre, cfg.trainer.eval_batch_size)}
         for r in regs:
             record[f"reg_{r.name}"] = float(tot[f"reg_{r.name}"]) / n
-        model.eval()
-        for cb in callbacks:
-            record.update(cb(EpochContext(epoch + 1, model, fabric, data, pre, cfg, run.path, record)) or {})
-        record["seconds"] = seconds_done + time.perf_counter() - t_start
+        seconds = seconds_done + time.perf_counter() - t_start
+        run_callbacks(record)
+        record["seconds"] = seconds
         if rank0:
             run.append_record(record)
+            n_records += 1
             bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['train_acc']:.3f}",
                             test=f"{record['test_acc']:.3f}", refresh=False)
         epoch, step, seconds_done = epoch + 1, 0, 0.0
         sums = _running(fabric.device, regs)
         t_start = time.perf_counter()
-        checkpoint(records=epoch)
+        checkpoint(records=n_records)
     bar.close()
     if rank0:
         save_weights(run.weights_path, model)
         records = run.records()
         summary = {"epochs": tc.epochs, "steps": global_step, "final": records[-1] if records else None,
-                   "train_seconds": sum(r["seconds"] for r in records),
+                   "train_seconds": sum(r.get("seconds", 0.0) for r in records),
                    "parameters": sum(p.numel() for p in model.parameters()),
                    "source_classes": train_set.n_classes, "devices": world}
         run.write_summary(summary)

@@ -56,6 +56,25 @@ def validate(cfg: RunConfig, data: PreparedData) -> None:
     build_optimizer(model.parameters(), cfg.optim)
 
 
+# config sections whose work is done by an epoch callback declaring ``config_section = <name>``
+CALLBACK_SECTIONS = ("probes",)
+
+
+def check_callbacks(cfg: RunConfig, callbacks: Sequence[EpochCallback], data: PreparedData | None = None) -> None:
+    """Refuse a config that enables a callback section no callback handles (no caller silently
+    loses probe records); with ``data``, run each callback's own ``validate(cfg, data)``."""
+    handled = {getattr(cb, "config_section", None) for cb in callbacks}
+    for section in CALLBACK_SECTIONS:
+        if getattr(cfg, section).enabled and section not in handled:
+            raise NclabError(f"{section}.enabled is true but no callback handles the {section!r} section: train with "
+                             f"`nclab train` or nclab.experiments.training.train (which attach it), "
+                             f"or set {section}.enabled=false")
+    if data is not None:
+        for cb in callbacks:
+            if hasattr(cb, "validate"):
+                cb.validate(cfg, data)
+
+
 def data_info(data: PreparedData) -> dict:
     return {"name": data.name, "fingerprint": data.fingerprint, "flip": data.flip,
             "image_shape": list(data.image_shape),
@@ -79,6 +98,7 @@ def start_run(config: str | os.PathLike | None, overrides: Sequence[str] = (), o
     cfg = cfg if cfg is not None else load_config(config, list(overrides))
     data = prepare_data(cfg.data)
     validate(cfg, data)
+    check_callbacks(cfg, callbacks, data)
     pre = Preprocess.fit(data.splits["train"].images)
     path = Path(out) if out is not None else RunDir.default_path(cfg.name)
     run = RunDir.create(path, cfg, pre, data_info(data))
@@ -91,5 +111,7 @@ def resume_run(run_dir: str | os.PathLike, callbacks: Sequence[EpochCallback] = 
     run = RunDir.open(run_dir)
     if (run.path / "summary.json").exists():
         raise NclabError(f"{run.path}: this run already finished (summary.json exists); nothing to resume")
-    _launch(run, run.config(), callbacks)
+    cfg = run.config()
+    check_callbacks(cfg, callbacks)
+    _launch(run, cfg, callbacks)
     return run
