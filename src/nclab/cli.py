@@ -50,6 +50,9 @@ def _parser_train(sub) -> None:
     p.add_argument("--out", default=None, help="run directory to create (default: runs/<name>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", default=None,
                    help="continue an interrupted run exactly from its last checkpoint")
+    p.add_argument("--profile", default=None, metavar="NAME",
+                   help="one of the config file's profiles: (e.g. paper, for a GPU); its overrides apply after "
+                        "the file's body and before key=value items")
     p.set_defaults(handler=_cmd_train)
 
 
@@ -61,11 +64,11 @@ def _cmd_train(args) -> int:
         overrides.insert(0, config)       # `nclab train optim.lr=0.1` with no file: defaults + overrides
         config = None
     if args.resume:
-        if config or overrides:
-            raise NclabError("--resume continues a run with its own config.yaml; give no config or overrides")
+        if config or overrides or args.profile:
+            raise NclabError("--resume continues a run with its own config.yaml; give no config, profile or overrides")
         resume(args.resume)
     else:
-        train(config, overrides, out=args.out)
+        train(config, overrides, out=args.out, profile=args.profile)
     return 0
 
 
