@@ -10,8 +10,8 @@ what PyTorch's CPU options give. One command, three sections per case:
 2. ``profile``: the phases of one step (batch assembly, augmentation, forward, backward,
    optimiser) timed separately over ``--steps`` steps, as shares of the step time.
 3. ``options``: forward + backward + SGD step per image on fixed batches for fp32, channels_last,
-   bf16 autocast, both, torch.compile (inductor; its compile time printed separately), and one
-   torch thread instead of two; interleaved repeats, medians, speed relative to fp32.
+   bf16 autocast, both, torch.compile (inductor, conv4-28 only; its compile time printed
+   separately), and one torch thread instead of two; interleaved repeats, medians, speed relative to fp32.
 4. ``threads``: the same step in fresh processes (OpenMP reads its settings once, at start-up):
    2 threads with OMP_WAIT_POLICY=ACTIVE (spinning waits, libgomp's default), 2 threads PASSIVE
    (what importing nclab sets), 1 thread; interleaved repeats, medians.
@@ -198,7 +198,7 @@ def options_section(case: str, common: list[str], steps: int, repeats: int, thre
     settings = {"fp32": {}, "channels_last": {"cl": True}, "bf16 autocast": {"bf16": True},
                 "bf16 + channels_last": {"bf16": True, "cl": True}, "compile": {"compile": True},
                 "compile + channels_last": {"compile": True, "cl": True}, "1 thread": {"threads": 1}}
-    if case.startswith("resnet12"):          # inductor takes minutes to compile ResNet-12's step here
+    if case != "conv4-28":      # inductor's compilation takes a minute or more per model here; measured on conv4-28
         settings = {k: v for k, v in settings.items() if not v.get("compile")}
     runs, compile_s = {}, {}
     for name, s in settings.items():
