@@ -22,7 +22,7 @@ change them differently for each thread setting.
 Cases (``--case``): ``conv4-28`` (glyphs, 28 px gray, batch 128, shift 2), ``conv4-32``
 (tiny-imagenet-32, 32 px RGB, batch 128, shift 4 + flip) and ``resnet12-32`` (tiny-imagenet-32,
 batch 64, shift 4 + flip). The tiny-imagenet cases need ``--tiny DIR`` (default
-../shared/data/tiny-imagenet-32) and are skipped without it.
+$NCLAB_DATA/tiny-imagenet-32, NCLAB_DATA defaulting to ../shared/data) and are skipped without it.
 
     python benchmarks/bench_throughput.py [--case conv4-28 conv4-32 resnet12-32] [--repeats 3]
         [--sections loop profile options] [--threads 2] [--nclab key=value ...]
@@ -288,7 +288,9 @@ def main() -> None:
     ap.add_argument("--case", nargs="+", default=list(CASES), choices=list(CASES))
     ap.add_argument("--sections", nargs="+", default=["loop", "profile", "options", "threads"],
                     choices=["loop", "profile", "options", "threads"])
-    ap.add_argument("--tiny", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "tiny-imagenet-32")
+    ap.add_argument("--tiny", type=Path, default=Path(os.environ.get("NCLAB_DATA", "../shared/data")) / "tiny-imagenet-32",
+                    help="the tiny-imagenet-32 folder (default $NCLAB_DATA/tiny-imagenet-32, NCLAB_DATA defaulting "
+                         "to ../shared/data, as the recipes)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2, help="torch threads (both loops)")
     ap.add_argument("--nclab", nargs="*", default=[], metavar="key=value", help="extra overrides for nclab's loop only")
