@@ -42,7 +42,7 @@ def test_wrong_types_name_the_field(override, field):
 
 
 def test_resolved_config_round_trips():
-    cfg = load_config(packaged_config("rfs-resnet12"), ["model.options.drop_rate=0.1"])
+    cfg = load_config(packaged_config("rfs-mini-imagenet"), ["model.options.drop_rate=0.2"])
     assert from_dict(to_dict(cfg)) == cfg
     assert from_dict(to_dict(RunConfig())) == RunConfig()
 
@@ -57,3 +57,51 @@ def test_bad_yaml_file_is_one_line_error(tmp_path):
         load_config(p)
     with pytest.raises(NclabError, match="not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+PROFILED = """\
+name: base
+optim: {lr: 0.1}
+train: {epochs: 4, batch_size: 32}
+data: {root: "${NCLAB_TEST_ROOT:-/default}/sub"}
+profiles:
+  long:
+    overrides: {train.epochs: 40, optim.lr: 0.2}
+  gpu:
+    description: long, on a GPU
+    extends: long
+    overrides: {optim.lr: 0.4, trainer.accelerator: auto, data.root: "${NCLAB_TEST_ROOT:-/gpu}/x"}
+"""
+
+
+def test_profiles_apply_after_the_body_before_the_command_line(tmp_path, monkeypatch):
+    p = tmp_path / "c.yaml"
+    p.write_text(PROFILED)
+    monkeypatch.delenv("NCLAB_TEST_ROOT", raising=False)
+    body = load_config(p)
+    assert (body.train.epochs, body.optim.lr, body.data.root) == (4, 0.1, "/default/sub")
+    gpu = load_config(p, ["optim.lr=0.8"], profile="gpu")
+    # extends: long's overrides first, then gpu's (lr 0.4), then the command line (0.8)
+    assert (gpu.train.epochs, gpu.optim.lr, gpu.trainer.accelerator, gpu.train.batch_size) == (40, 0.8, "auto", 32)
+    assert gpu.data.root == "/gpu/x"
+    monkeypatch.setenv("NCLAB_TEST_ROOT", "/env")
+    assert load_config(p).data.root == "/env/sub" and load_config(p, profile="long").optim.lr == 0.2
+    assert from_dict(to_dict(gpu)) == gpu                       # the resolved config has no profiles left
+
+
+@pytest.mark.parametrize("text, profile, match", [
+    (PROFILED, "tpu", r"unknown profile 'tpu' \(valid: long, gpu\)"),
+    ("profiles:\n  a: {extends: b}\n  b: {extends: a}\n", "a", r"cycle \(a -> b -> a\)"),
+    ("profiles:\n  a: {override: {train.epochs: 2}}\n", "a", r"profile a: unknown key 'override'"),
+    ("profiles:\n  a: {overrides: {train.epoch: 2}}\n", "a", r"train\.epoch"),
+    ("train: {epochs: 2}\n", "a", "defines no profiles"),
+    ("data: {root: '${NCLAB_SURELY_UNSET_VAR}'}\n", None, "NCLAB_SURELY_UNSET_VAR is not set"),
+])
+def test_bad_profiles_are_one_line_errors_naming_the_file(tmp_path, text, profile, match):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    with pytest.raises(NclabError, match=match) as e:
+        load_config(p, profile=profile)
+    assert str(e.value).startswith(str(p)) and "\n" not in str(e.value)
+    with pytest.raises(NclabError, match="give one"):
+        load_config(None, profile="a")

@@ -67,6 +67,45 @@ def test_errors_list_valid_names():
         create_model("conv4", n_classes=100, head="etf")
 
 
+def test_dropblock_ramps_its_rate_keeps_the_mean_and_drops_whole_blocks():
+    from nclab.models.resnet12 import DropBlock
+    torch.manual_seed(0)
+    db = DropBlock(rate=0.5, size=1, ramp=2)
+    x = torch.ones(8, 16, 32, 32)
+    dropped = []
+    for _ in range(3):                        # keep = 0.75, 0.5, then 0.5 (the ramp's floor)
+        out = db(x)
+        dropped.append(float((out == 0).double().mean()))
+        assert float(out.sum()) == pytest.approx(x.numel(), rel=1e-6)      # rescaled: the mean is kept
+    assert dropped == pytest.approx([0.25, 0.5, 0.5], abs=0.01) and int(db.steps) == 3
+    db3 = DropBlock(rate=0.3, size=3, ramp=1)
+    out = db3(torch.ones(4, 8, 12, 12))
+    zero = (out == 0).float()
+    # every dropped unit lies in a 3 x 3 square of dropped units
+    full = torch.nn.functional.avg_pool2d(zero, 3, stride=1) == 1
+    cover = torch.nn.functional.max_pool2d(torch.nn.functional.pad(full.float(), (2, 2, 2, 2)), 3, stride=1)
+    assert float(zero.sum()) > 0 and torch.equal(cover * zero, zero)
+    assert torch.equal(db3.eval()(x), x)
+
+
+def test_resnet12_dropblock_in_the_last_two_blocks_and_its_ramp_in_the_weights():
+    from nclab.models.resnet12 import DropBlock
+    m = create_model("resnet12", in_channels=3, n_classes=5, drop_rate=0.1, dropblock_size=2)
+    kinds = [type(b.drop) for b in m.backbone.stages.values()]
+    assert kinds == [torch.nn.Dropout, torch.nn.Dropout, DropBlock, DropBlock]
+    assert "backbone.stages.layer4.drop.steps" in m.state_dict()
+    m(torch.randn(2, 3, 32, 32)).sum().backward()
+
+
+def test_conv4_per_block_widths():
+    m = create_model("conv4", in_channels=1, n_classes=7, width=[8, 8, 16, 32])
+    assert m.feature_dim == 32 and [b[0].out_channels for b in m.backbone.stages.values()] == [8, 8, 16, 32]
+    assert m(torch.randn(2, 1, 28, 28)).shape == (2, 7)
+    assert create_model("conv4", width=16, depth=3).feature_dim == 16 and len(create_model("conv4", depth=3).backbone.stages) == 3
+    with pytest.raises(NclabError, match="width"):
+        create_model("conv4", width=[8, 0])
+
+
 def test_conv4_pools_only_the_first_blocks():
     m = create_model("conv4", n_classes=3, depth=8, pools=3, width=8).eval()
     x = torch.randn(2, 1, 28, 28)

@@ -143,6 +143,9 @@ def test_npz_png_and_zip_layouts_agree(tmp_path):
     assert ds.class_names == ["Alpha/character01/rot000", "Alpha/character01/rot090",
                               "Beta_(x)/character02/rot180", "Gamma/character01/rot270", "Gamma/character02/rot000"]
     assert {k: v.tolist() for k, v in ds.class_splits.items()} == {"source": [0, 1], "val": [2], "novel": [3, 4]}
+    tv = load_dataset(DataConfig(name="omniglot", root=str(tmp_path / "npz"), split="vinyals-trainval"))
+    assert tv.class_names == ds.class_names and np.array_equal(tv.images, ds.images)
+    assert {k: v.tolist() for k, v in tv.class_splits.items()} == {"source": [0, 1, 2], "val": [], "novel": [3, 4]}
     # class 3 = evaluation character 1 (global id 6) rotated 270 degrees counter-clockwise
     ink = np.where(arrays["evaluation"][0], 0.0, 255.0)
     for d in range(20):

@@ -7,7 +7,7 @@ import torch
 from nclab.data.base import ImageSet, holdout_split
 from nclab.data.loader import AugmentedImages, EpochBatchSampler, train_loader
 from nclab.data.prepare import source_subset
-from nclab.data.transforms import Preprocess, random_shift_flip
+from nclab.data.transforms import Augment, Preprocess, random_shift_flip
 from nclab.errors import NclabError
 from tests.conftest import tiny_dataset
 
@@ -57,7 +57,7 @@ def test_ranks_split_the_single_process_batch_exactly():
     ds = tiny_dataset()
     images = torch.as_tensor(ds.images).unsqueeze(1)
     pre = Preprocess(16, 1, [0.2], [0.3])
-    data = AugmentedImages(images, torch.as_tensor(ds.labels), pre, augment=True, shift=2, flip=True)
+    data = AugmentedImages(images, torch.as_tensor(ds.labels), pre, Augment(shift=2, flip=True))
     single = [b for b in train_loader(data, 8, seed=1, epoch=0)]
     r0 = [b for b in train_loader(data, 8, seed=1, epoch=0, rank=0, world=2)]
     r1 = [b for b in train_loader(data, 8, seed=1, epoch=0, rank=1, world=2)]
@@ -68,7 +68,7 @@ def test_ranks_split_the_single_process_batch_exactly():
 def test_workers_give_the_same_batches():
     ds = tiny_dataset()
     data = AugmentedImages(torch.as_tensor(ds.images).unsqueeze(1), torch.as_tensor(ds.labels),
-                           Preprocess(16, 1, [0.0], [1.0]), augment=True, shift=2, flip=False)
+                           Preprocess(16, 1, [0.0], [1.0]), Augment(shift=2))
     a = list(train_loader(data, 16, seed=2, epoch=1))
     b = list(train_loader(data, 16, seed=2, epoch=1, num_workers=2))
     assert all(torch.equal(x, u) and torch.equal(y, v) for (x, y), (u, v) in zip(a, b))

@@ -27,9 +27,12 @@ def _cli(*args, **kw):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kill_after_step", [13, 47])      # mid-epoch 1; mid-epoch 2 after a record
-def test_killed_run_resumes_bitwise_identical(tmp_path, kill_after_step):
-    args = SMALL + ["trainer.ckpt_every_steps=5"]
+# mid-epoch 1; mid-epoch 2 after a record, with the CPU fast path and the natural-image augmentations
+@pytest.mark.parametrize("kill_after_step, options", [
+    (13, ["trainer.channels_last=false"]), (47, ["trainer.channels_last=true", "trainer.precision=bf16-mixed", "data.crop_scale=[0.5, 1]",
+                    "data.jitter=0.4"])])
+def test_killed_run_resumes_bitwise_identical(tmp_path, kill_after_step, options):
+    args = SMALL + ["trainer.ckpt_every_steps=5"] + options
     ref = tmp_path / "ref"
     p = _cli("train", *args, "--out", str(ref))
     assert p.returncode == 0, p.stderr

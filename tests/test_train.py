@@ -58,9 +58,12 @@ def _crash_at(epoch):
     return cb
 
 
-@pytest.mark.parametrize("every", [0, 3])
-def test_resume_after_a_crash_is_bitwise_identical(tmp_path, tiny_registered, every):
-    extra = [f"trainer.ckpt_every_steps={every}", "model.options.norm=batch"]
+FAST = ["trainer.channels_last=true", "trainer.precision=bf16-mixed", "data.crop_scale=[0.5, 1]", "data.jitter=0.4"]
+
+
+@pytest.mark.parametrize("every, options", [(0, []), (3, ["trainer.channels_last=false"]), (3, FAST)])
+def test_resume_after_a_crash_is_bitwise_identical(tmp_path, tiny_registered, every, options):
+    extra = [f"trainer.ckpt_every_steps={every}", "model.options.norm=batch"] + options
     ref = _run(tmp_path, "ref", tiny_registered, extra)
     with pytest.raises(_Crash):
         _run(tmp_path, "cut", tiny_registered, extra, callbacks=[_crash_at(2)])
@@ -115,7 +118,9 @@ def test_losses_match_their_definitions():
                                              ("model.backbone=resnet50", ["resnet50", "resnet12"]),
                                              ("optim.name=lion", ["lion", "adamw"]),
                                              ("train.batch_size=7", ["batch_size"]),
-                                             ("train.regularizers=[{gcc: {alpha: 1}}]", ["gcc", "gc"])])
+                                             ("train.regularizers=[{gcc: {alpha: 1}}]", ["gcc", "gc"]),
+                                             ("data.crop_scale=[0.5, 2]", ["data.crop_scale"]),
+                                             ("data.jitter=1.5", ["data.jitter"])])
 def test_bad_config_fails_before_any_run_directory(tmp_path, tiny_registered, override, words):
     extra = [override] + ([] if "data.name" in override else [f"data.name={tiny_registered}"])
     with pytest.raises(NclabError) as e:

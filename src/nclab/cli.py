@@ -52,6 +52,9 @@ def _parser_train(sub) -> None:
     p.add_argument("--out", default=None, help="run directory to create (default: runs/<name>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", default=None,
                    help="continue an interrupted run exactly from its last checkpoint")
+    p.add_argument("--profile", default=None, metavar="NAME",
+                   help="one of the config file's profiles: (e.g. paper, for a GPU); its overrides apply after "
+                        "the file's body and before key=value items")
     p.set_defaults(handler=_cmd_train)
 
 
@@ -63,11 +66,11 @@ def _cmd_train(args) -> int:
         overrides.insert(0, config)       # `nclab train optim.lr=0.1` with no file: defaults + overrides
         config = None
     if args.resume:
-        if config or overrides:
-            raise NclabError("--resume continues a run with its own config.yaml; give no config or overrides")
+        if config or overrides or args.profile:
+            raise NclabError("--resume continues a run with its own config.yaml; give no config, profile or overrides")
         resume(args.resume)
     else:
-        train(config, overrides, out=args.out)
+        train(config, overrides, out=args.out, profile=args.profile)
     return 0
 
 
@@ -189,6 +192,35 @@ def _parser_fewshot(sub) -> None:
 def _cmd_fewshot(args) -> int:
     from nclab.commands.fewshot import fewshot_command
     return fewshot_command(args)
+
+
+def _parser_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="few-shot transfer of pre-trained runs as the field reports it",
+                       description="Few-shot accuracy of one or more runs (e.g. one recipe at several seeds) "
+                                   "on seeded episodes shared by all runs and heads, each head on the feature "
+                                   "transform the literature uses for it (NCC and ridge: centred on the base-"
+                                   "class mean, then L2-normalised; logistic: L2-normalised, as RFS), with 95%% "
+                                   "intervals per run and the spread over runs.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories written by `nclab train`")
+    p.add_argument("--split", choices=SPLIT_CHOICES, default="novel")
+    p.add_argument("--base-split", choices=SPLIT_CHOICES, default="train",
+                   help="the split whose mean feature centring subtracts (default train: the base classes)")
+    p.add_argument("--way", type=int, nargs="+", default=[5])
+    p.add_argument("--shot", type=int, nargs="+", default=[1, 5])
+    p.add_argument("--query", type=int, default=15)
+    p.add_argument("--episodes", type=int, default=2000)
+    p.add_argument("--head", nargs="+", default=["ncc", "ridge", "logistic"])
+    p.add_argument("--transform", nargs="+", default=None, metavar="T",
+                   help="one transform for all heads (none, l2, center, center+l2) or HEAD=T items; "
+                        "default: center+l2 for ncc / ridge / 1nn, center for ncc-cosine, l2 for logistic")
+    p.add_argument("--seed", type=int, default=0, help="episode seed")
+    p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write the results as JSON")
+    p.set_defaults(handler=_cmd_evaluate)
+
+
+def _cmd_evaluate(args) -> int:
+    from nclab.commands.evaluate import evaluate_command
+    return evaluate_command(args)
 
 
 def _parser_gc(sub) -> None:
@@ -359,7 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for add in (_parser_quickstart, _parser_train, _parser_features, _parser_data, _parser_measure,
-                _parser_fewshot, _parser_gc, _parser_experiment, _parser_sweep, _parser_ufm, _parser_report):
+                _parser_fewshot, _parser_evaluate, _parser_gc, _parser_experiment, _parser_sweep, _parser_ufm,
+                _parser_report):
         add(sub)
     return parser
 

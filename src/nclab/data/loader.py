@@ -16,7 +16,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from nclab.data.transforms import Preprocess, random_shift_flip
+from nclab.config import DataConfig
+from nclab.data.transforms import Augment, Preprocess
+from nclab.errors import NclabError
 
 
 def _seed_int(*parts: int) -> int:
@@ -56,13 +58,41 @@ class EpochBatchSampler(Sampler):
             yield BatchSpec(_seed_int(self.seed, self.epoch, step, 1), idx, lo, hi)
 
 
+def augment_from_config(cfg: DataConfig, flip: bool) -> Augment | None:
+    """The training augmentation of ``data.*`` (None with ``data.augment=false``), checked:
+    ``flip`` says whether the dataset allows horizontal flips."""
+    if not cfg.augment:
+        return None
+    if cfg.shift < 0:
+        raise NclabError(f"data.shift={cfg.shift}: expected >= 0")
+    if not 0 <= cfg.jitter <= 1:
+        raise NclabError(f"data.jitter={cfg.jitter}: expected a strength in [0, 1] (factors in [1 - j, 1 + j])")
+    scale = None
+    if cfg.crop_scale is not None:
+        scale = _pair("data.crop_scale", cfg.crop_scale)
+        if not 0 < scale[0] <= scale[1] <= 1:
+            raise NclabError(f"data.crop_scale={cfg.crop_scale}: expected [lo, hi] with 0 < lo <= hi <= 1 "
+                             f"(fractions of the image area)")
+    ratio = _pair("data.crop_ratio", cfg.crop_ratio)
+    if not 0 < ratio[0] <= ratio[1]:
+        raise NclabError(f"data.crop_ratio={cfg.crop_ratio}: expected [lo, hi] with 0 < lo <= hi (width / height)")
+    return Augment(shift=cfg.shift, flip=flip, crop_scale=scale, crop_ratio=ratio, jitter=float(cfg.jitter))
+
+
+def _pair(key: str, value) -> tuple[float, float]:
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+        raise NclabError(f"{key}={value!r}: expected a list of two numbers [lo, hi]")
+    return float(value[0]), float(value[1])
+
+
 class AugmentedImages(torch.utils.data.Dataset):
     """Batches of normalised, augmented float images built from a :class:`BatchSpec`."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, preprocess: Preprocess,
-                 augment: bool, shift: int, flip: bool):
+                 augment: Augment | None):
         self.images, self.labels = images, labels          # uint8 (N,C,H,W), int64 (N,)
-        self.preprocess, self.augment, self.shift, self.flip = preprocess, augment, shift, flip
+        self.preprocess, self.augment = preprocess, augment
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -70,8 +100,8 @@ class AugmentedImages(torch.utils.data.Dataset):
     def __getitems__(self, spec: BatchSpec):
         idx = torch.from_numpy(spec.indices)
         x = self.images[idx].float().div_(255.0)
-        if self.augment:
-            x = random_shift_flip(x, self.shift, self.flip, torch.Generator().manual_seed(spec.seed))
+        if self.augment is not None:
+            x = self.augment(x, torch.Generator().manual_seed(spec.seed))
         sl = slice(spec.lo, spec.hi)
         return self.preprocess.normalize(x[sl]), self.labels[idx][sl]
 

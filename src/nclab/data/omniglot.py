@@ -21,6 +21,8 @@ give the same dataset. Class splits (``data.split``):
   by DDD degrees; train -> source (1,028 x 4), val -> val (172 x 4), test -> novel (423 x 4).
   Note that this split divides characters, not alphabets: Gurmukhi has characters in
   both train and val.
+- ``vinyals-trainval``: the same, with the train and val characters both source (1,200 x 4
+  classes, as Prototypical Networks trained for their Omniglot results) and val empty.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from nclab.data.resize import resize_area
 from nclab.errors import NclabError
 
 SETS = ("background", "evaluation")
-SPLITS = ("background", "vinyals")
+SPLITS = ("background", "vinyals", "vinyals-trainval")
 NATIVE_SIZE = 105
 DEFAULT_SIZE = 28
 DRAWERS = 20
@@ -227,12 +229,14 @@ def _split_lines(path: Path) -> list[str]:
 _ROT = re.compile(r"^(.+/character\d+)/rot(000|090|180|270)$")
 
 
-def _vinyals(root: Path, images, labels, names, groups) -> tuple:
+def _vinyals(root: Path, images, labels, names, groups, trainval: bool = False) -> tuple:
     index = {n: i for i, n in enumerate(names)}
     order = np.argsort(labels, kind="stable")
     bounds = np.searchsorted(labels[order], np.arange(len(names) + 1))
     out_im, out_lab, out_names, out_groups, splits = [], [], [], [], {}
-    for split, file in (("source", "train"), ("val", "val"), ("novel", "test")):
+    parts = (("source", "train"), ("source", "val"), ("novel", "test")) if trainval else \
+        (("source", "train"), ("val", "val"), ("novel", "test"))
+    for split, file in parts:
         path = root / "splits" / "vinyals" / f"{file}.txt"
         start = len(out_names)
         for ln_no, line in enumerate(_split_lines(path), start=1):
@@ -247,7 +251,8 @@ def _vinyals(root: Path, images, labels, names, groups) -> tuple:
             out_lab.append(np.full(len(idx), len(out_names)))
             out_names.append(line)
             out_groups.append(groups[c])
-        splits[split] = np.arange(start, len(out_names))
+        splits[split] = np.concatenate([splits.get(split, np.arange(0)), np.arange(start, len(out_names))])
+    splits.setdefault("val", np.arange(0))
     if len(set(out_names)) != len(out_names):
         raise NclabError(f"{root / 'splits' / 'vinyals'}: a class is listed twice across train/val/test")
     return np.concatenate(out_im), np.concatenate(out_lab), out_names, out_groups, splits
@@ -283,7 +288,8 @@ def read_omniglot(cfg: DataConfig) -> Dataset:
         meta["val"] = "empty: Omniglot has no official validation alphabets"
         checks["class_lists_complete"] = True
     else:
-        images, labels, names, groups, class_splits = _vinyals(root, images, labels, names, groups)
+        images, labels, names, groups, class_splits = _vinyals(root, images, labels, names, groups,
+                                                               trainval=split == "vinyals-trainval")
         checks["class_lists_complete"] = True
         meta["rotations"] = "counter-clockwise, of the resized images"
     return Dataset(name="omniglot", images=images, labels=labels, class_names=names,

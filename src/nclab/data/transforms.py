@@ -96,14 +96,115 @@ def random_shift_flip(x: torch.Tensor, shift: int, flip: bool, generator: torch.
     seed, not on the device or on which process computes it.
     """
     B, C, H, W = x.shape
-    if shift > 0:
-        off = torch.randint(0, 2 * shift + 1, (2, B), generator=generator)
-        xp = torch.nn.functional.pad(x, (shift, shift, shift, shift))
-        rows = (off[0][:, None] + torch.arange(H)).to(x.device)            # B x H
-        cols = (off[1][:, None] + torch.arange(W)).to(x.device)            # B x W
-        b = torch.arange(B, device=x.device)[:, None, None]
-        x = xp.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    if shift <= 0 and not flip:
+        return x.contiguous()
+    off = torch.randint(0, 2 * shift + 1, (2, B), generator=generator) if shift > 0 else torch.zeros(2, B, dtype=torch.long)
+    cols = off[1][:, None] + torch.arange(W)                                # B x W, in the padded image
     if flip:
-        f = (torch.rand(B, generator=generator) < 0.5).to(x.device)
-        x = torch.where(f.view(B, 1, 1, 1), x.flip(3), x)
-    return x.contiguous()
+        f = torch.rand(B, generator=generator) < 0.5
+        cols = torch.where(f[:, None], cols.flip(1), cols)
+    # one gather of the padded images' flat pixels does both (~5x faster than advanced indexing)
+    rows = off[0][:, None] + torch.arange(H)
+    Wp = W + 2 * max(shift, 0)
+    idx = (rows[:, :, None] * Wp + cols[:, None, :]).view(B, 1, H * W).expand(B, C, H * W).to(x.device)
+    xp = torch.nn.functional.pad(x, (shift,) * 4) if shift > 0 else x
+    return torch.gather(xp.reshape(B, C, -1), 2, idx).view(B, C, H, W)
+
+
+def crop_boxes(n: int, height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float],
+               generator: torch.Generator, attempts: int = 10) -> torch.Tensor:
+    """Boxes (top, left, h, w) in pixels, float64, of ``n`` random-resized crops (Szegedy et al.
+    2015; torchvision's ``RandomResizedCrop`` sampling): area s H W with s ~ U(scale), aspect
+    w / h = r with log r ~ U(log ratio), position uniform; the first of ``attempts`` draws that fits
+    in the image, else the whole image. Boxes are continuous (not rounded to whole pixels)."""
+    s = torch.empty(n, attempts, dtype=torch.float64).uniform_(scale[0], scale[1], generator=generator)
+    logr = torch.empty(n, attempts, dtype=torch.float64).uniform_(math.log(ratio[0]), math.log(ratio[1]),
+                                                                  generator=generator)
+    pos = torch.rand(n, attempts, 2, dtype=torch.float64, generator=generator)
+    area = s * (height * width)
+    w = torch.sqrt(area * torch.exp(logr))
+    h = torch.sqrt(area / torch.exp(logr))
+    fits = (w <= width) & (h <= height)
+    first = torch.where(fits.any(1), fits.double().argmax(1), -1)
+    rows = torch.arange(n)
+    pick = first.clamp_min(0)
+    h, w, pos = h[rows, pick], w[rows, pick], pos[rows, pick]
+    none = first < 0
+    h[none], w[none] = float(height), float(width)
+    return torch.stack([pos[:, 0] * (height - h), pos[:, 1] * (width - w), h, w], dim=1)
+
+
+def _resize_weights(start: torch.Tensor, length: torch.Tensor, size: int, out: int) -> torch.Tensor:
+    """Bilinear interpolation matrices (n x out x size) taking the interval [start, start + length)
+    of a ``size``-pixel axis to ``out`` pixels (pixel centres; the interval's edge pixels
+    replicated, as when the crop is cut out first); a whole axis gives the identity exactly."""
+    u = start[:, None] + (torch.arange(out, dtype=torch.float64) + 0.5) * (length[:, None] / out) - 0.5
+    u = torch.minimum(torch.maximum(u, start[:, None]), (start + length - 1)[:, None]).clamp(0, size - 1)
+    i0 = u.floor()
+    frac = u - i0
+    i0 = i0.long()
+    i1 = (i0 + 1).clamp_max(size - 1)
+    m = torch.zeros(len(start), out, size, dtype=torch.float64)
+    m.scatter_add_(2, i0[:, :, None], (1 - frac)[:, :, None])
+    m.scatter_add_(2, i1[:, :, None], frac[:, :, None])
+    return m
+
+
+def resized_crops(x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Each image's box (top, left, h, w) resized to the image size, bilinearly: a separable
+    product R_y x R_x^T per image (no antialiasing: boxes are at most the image size)."""
+    B, C, H, W = x.shape
+    ry = _resize_weights(boxes[:, 0], boxes[:, 2], H, H).to(x.device, x.dtype)
+    rx = _resize_weights(boxes[:, 1], boxes[:, 3], W, W).to(x.device, x.dtype)
+    return torch.matmul(torch.matmul(ry[:, None], x), rx[:, None].transpose(2, 3))
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    """ITU-R 601 luma of RGB (B x 1 x H x W), as torchvision's ``rgb_to_grayscale``; grayscale as is."""
+    if x.shape[1] == 1:
+        return x
+    return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+
+
+def adjust_color(x: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tensor,
+                 saturation: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] (B x C x H x W) with per-image factors b, c, s (B-vectors), in this order
+    (torchvision's ``adjust_brightness / contrast / saturation``): x <- clamp(b x);
+    x <- clamp(c x + (1 - c) mean(gray(x))); x <- clamp(s x + (1 - s) gray(x)), gray the ITU-R
+    601 luma. A factor of 1 leaves an image exactly unchanged; saturation leaves gray unchanged."""
+    b, c, s = (f.to(x.device, x.dtype).view(-1, 1, 1, 1) for f in (brightness, contrast, saturation))
+    x = (x * b).clamp_(0, 1)
+    x = (x * c + (1 - c) * _gray(x).mean(dim=(1, 2, 3), keepdim=True)).clamp_(0, 1)
+    if x.shape[1] > 1:
+        x = (x * s + (1 - s) * _gray(x)).clamp_(0, 1)
+    return x
+
+
+def color_jitter(x: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
+    """:func:`adjust_color` with each image's factors drawn from U(1 - strength, 1 + strength)
+    (torchvision's ``ColorJitter(strength, strength, strength)``, in a fixed order)."""
+    f = torch.empty(3, x.shape[0], dtype=torch.float64).uniform_(1 - strength, 1 + strength, generator=generator)
+    return adjust_color(x, f[0], f[1], f[2])
+
+
+@dataclass(frozen=True)
+class Augment:
+    """The training augmentation of a run: random-resized crop (``crop_scale`` set), random
+    shift by up to ``shift`` pixels, horizontal ``flip``, colour ``jitter``, applied in this
+    order to float images in [0, 1]. Random numbers are drawn from one CPU generator in the
+    same order, so a batch depends only on the generator's seed."""
+
+    shift: int = 0
+    flip: bool = False
+    crop_scale: tuple[float, float] | None = None
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    jitter: float = 0.0
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if self.crop_scale is not None:
+            boxes = crop_boxes(x.shape[0], x.shape[2], x.shape[3], self.crop_scale, self.crop_ratio, generator)
+            x = resized_crops(x, boxes)
+        x = random_shift_flip(x, self.shift, self.flip, generator)
+        if self.jitter > 0:
+            x = color_jitter(x, self.jitter, generator)
+        return x

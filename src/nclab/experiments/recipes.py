@@ -15,7 +15,7 @@ A recipe names the question it answers, the module that analyses its runs, and i
         budget_minutes: 10
       paper:                         # the papers' settings, for a GPU
         extends: quick               # start from another profile; overrides merge, the rest replaces
-        config: rfs-resnet12
+        config: rfs-mini-imagenet
 
 String values may use ``${VAR}`` or ``${VAR:-default}`` (e.g. the folder of a real dataset).
 """
@@ -23,39 +23,16 @@ String values may use ``${VAR}`` or ``${VAR:-default}`` (e.g. the folder of a re
 from __future__ import annotations
 
 import copy
-import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nclab.config import packaged_config
+from nclab.config import expand_vars, packaged_config  # noqa: F401  (expand_vars: re-exported)
 from nclab.errors import NclabError, unknown_name
 from nclab.experiments.sweep import format_value, read_yaml_mapping
 
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "configs" / "experiments"
 _PROFILE_KEYS = {"extends", "description", "config", "overrides", "grid", "seeds", "settings", "budget_minutes"}
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def expand_vars(value: Any) -> Any:
-    """``${VAR}`` / ``${VAR:-default}`` in strings (recursively in lists and mappings)."""
-    if isinstance(value, str):
-        def sub(m: re.Match) -> str:
-            v = os.environ.get(m.group(1))
-            if v is None:
-                if m.group(2) is None:
-                    raise NclabError(f"environment variable {m.group(1)} is not set (used as ${{{m.group(1)}}})")
-                return m.group(2)
-            return v
-        return _VAR.sub(sub, value)
-    if isinstance(value, list):
-        return [expand_vars(v) for v in value]
-    if isinstance(value, dict):
-        return {k: expand_vars(v) for k, v in value.items()}
-    return value
-
-
 @dataclass
 class Profile:
     name: str

@@ -24,9 +24,11 @@ def config_callbacks(cfg: RunConfig) -> list[EpochCallback]:
 
 
 def train(config: str | os.PathLike | None, overrides: Sequence[str] = (), out: str | os.PathLike | None = None,
-          callbacks: Sequence[EpochCallback] = (), cfg: RunConfig | None = None) -> RunDir:
-    """``start_run`` with the config's callbacks, then ``callbacks``. Returns the finished run."""
-    cfg = cfg if cfg is not None else load_config(config, list(overrides))
+          callbacks: Sequence[EpochCallback] = (), cfg: RunConfig | None = None,
+          profile: str | None = None) -> RunDir:
+    """``start_run`` with the config's callbacks, then ``callbacks``; ``profile``: one of the config
+    file's ``profiles:``. Returns the finished run."""
+    cfg = cfg if cfg is not None else load_config(config, list(overrides), profile=profile)
     return start_run(None, out=out, callbacks=[*config_callbacks(cfg), *callbacks], cfg=cfg)
 
 

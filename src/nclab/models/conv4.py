@@ -14,9 +14,18 @@ from nclab.models.base import Backbone, norm2d
 
 
 class Conv4(Backbone):
-    def __init__(self, in_channels: int = 1, width: int = 64, depth: int = 4, norm: str = "batch",
+    """``width``: the channels of every block, or a list of per-block channels (e.g.
+    [64, 64, 128, 256]: a wider last block gives wider features at little cost, since it runs at
+    the smallest resolution); ``depth``: the number of blocks when ``width`` is one number; the
+    first ``pools`` blocks (all by default) end with a 2x2 max-pool."""
+
+    def __init__(self, in_channels: int = 1, width: int | list = 64, depth: int = 4, norm: str = "batch",
                  pools: int | None = None, image_size: int = 28):
         super().__init__()
+        widths = [width] * depth if isinstance(width, int) else list(width)
+        if not widths or not all(isinstance(w, int) and w > 0 for w in widths):
+            raise NclabError(f"width must be a positive integer or a list of them, got {width!r}")
+        depth = len(widths)
         pools = depth if pools is None else pools
         if not 0 <= pools <= depth:
             raise NclabError(f"conv4 pools={pools}: expected 0..depth ({depth})")
@@ -24,12 +33,12 @@ class Conv4(Backbone):
             raise NclabError(f"conv4: {pools} max-pools shrink {image_size} px images to nothing; "
                              f"set model.options.pools <= {image_size.bit_length() - 1}")
         blocks, c = {}, in_channels
-        for i in range(depth):
-            layers = [nn.Conv2d(c, width, 3, padding=1, bias=(norm == "none")), norm2d(norm, width),
+        for i, w in enumerate(widths):
+            layers = [nn.Conv2d(c, w, 3, padding=1, bias=(norm == "none")), norm2d(norm, w),
                       nn.ReLU(inplace=True)]
             if i < pools:
                 layers.append(nn.MaxPool2d(2, ceil_mode=False))
             blocks[f"block{i + 1}"] = nn.Sequential(*layers)
-            c = width
+            c = w
         self.stages = nn.ModuleDict(blocks)
-        self.feature_dim = width
+        self.feature_dim = c

@@ -77,6 +77,26 @@ def format_gc(rep, where: str) -> str:
     return "\n".join(lines)
 
 
+def format_transfer(ev) -> str:
+    """A :class:`~nclab.experiments.transfer.TransferEvaluation`: per (way, shot, head) each run's
+    accuracy ± ci95 over episodes, then the mean over runs ± the t-interval over seeds."""
+    runs = list(dict.fromkeys(r["run"] for r in ev.rows))
+    seeds = {r["run"]: r["seed"] for r in ev.rows}
+    cols = [f"seed {seeds[r]}" for r in runs]
+    lines = [f"{'way':>4}{'shot':>5}  {'head':<11}{'transform':<11}" + "".join(f"{c:>16}" for c in cols)
+             + ("   over seeds (mean ± t95, std)" if len(runs) > 1 else "")]
+    cell = {(r["run"], r["way"], r["shot"], r["head"]): r for r in ev.rows}
+    for s in ev.summary:
+        line = f"{s['way']:>4}{s['shot']:>5}  {s['head']:<11}{s['transform']:<11}"
+        for run in runs:
+            r = cell[(run, s["way"], s["shot"], s["head"])]
+            line += f"{100 * r['mean']:>9.2f} ± {100 * r['ci95']:<4.2f}"
+        if s["n_runs"] > 1:
+            line += f"   {100 * s['mean']:.2f} ± {100 * s['seed_ci95_t']:.2f}, {100 * s['seed_std']:.2f}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def _num(v, spec: str) -> str:
     """``format(v, spec)``; "-" in the same width for an undefined value (a cosine of one row)."""
     if v is not None:

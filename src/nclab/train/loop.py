@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from nclab.config import RunConfig
-from nclab.data.loader import AugmentedImages, eval_batches, train_loader
+from nclab.data.loader import AugmentedImages, augment_from_config, eval_batches, train_loader
 from nclab.data.prepare import PreparedData, prepare_data
 from nclab.data.transforms import Preprocess
 from nclab.errors import NclabError
@@ -93,6 +93,8 @@ def train_worker(fabric, run_dir: str | Path, callbacks: Sequence[EpochCallback]
 
     torch.manual_seed(cfg.trainer.seed)                  # identical initial weights on every rank
     model = build_model(cfg, pre, train_set.n_classes)
+    fmt = torch.channels_last if cfg.trainer.channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
     optimizer = build_optimizer(model.parameters(), cfg.optim)
     world = fabric.world_size
     steps_per_epoch = len(train_set) // tc.batch_size if tc.drop_last else -(-len(train_set) // tc.batch_size)
@@ -102,7 +104,7 @@ def train_worker(fabric, run_dir: str | Path, callbacks: Sequence[EpochCallback]
     needs_input_grad = any(getattr(r, "needs_input_grad", False) for r in regs)
     wrapped, optimizer = fabric.setup(model, optimizer)
     dataset = AugmentedImages(pre.to_chw(train_set.images), torch.as_tensor(train_set.labels), pre,
-                              cfg.data.augment, cfg.data.shift, data.flip)
+                              augment_from_config(cfg.data, data.flip))
 
     epoch, step, global_step, seconds_done, n_records = 0, 0, 0, 0.0, 0
     sums = _running(fabric.device, regs)
@@ -168,7 +170,7 @@ def train_worker(fabric, run_dir: str | Path, callbacks: Sequence[EpochCallback]
                               fabric.global_rank, world, cfg.data.num_workers)
         lr = optimizer.param_groups[0]["lr"]
         for x, y in loader:
-            x, y = x.to(fabric.device), y.to(fabric.device)
+            x, y = x.to(fabric.device, memory_format=fmt), y.to(fabric.device)
             if needs_input_grad:
                 x.requires_grad_(True)
             h, logits = wrapped(x, return_features=True)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nclab.config import RunConfig, load_config
+from nclab.data.loader import augment_from_config
 from nclab.data.prepare import PreparedData, prepare_data
 from nclab.data.transforms import Preprocess
 from nclab.errors import NclabError, unknown_name
@@ -60,6 +61,7 @@ def validate(cfg: RunConfig, data: PreparedData) -> None:
     if cfg.train.drop_last and cfg.train.batch_size > n_train:
         raise NclabError(f"train.batch_size={cfg.train.batch_size}: exceeds the {n_train} training samples "
                          f"(with train.drop_last=true an epoch would have no step)")
+    augment_from_config(cfg.data, data.flip)
     make_loss(cfg.train.loss, 2)
     check_schedule(cfg.schedule)
     build_regularizers(cfg.train.regularizers)

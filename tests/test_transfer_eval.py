@@ -1,0 +1,86 @@
+"""Few-shot evaluation of runs as the field reports it (nclab.experiments.transfer, `nclab evaluate`)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+import nclab
+from nclab.cli import main
+from nclab.errors import NclabError
+from nclab.experiments.transfer import FIELD_TRANSFORMS, evaluate_transfer, head_transforms, seed_spread
+from nclab.extract import features_of_split, load_run
+from nclab.fewshot import EpisodeSampler
+from nclab.train.run import start_run
+
+BASE = ["train.epochs=2", "train.batch_size=20", "trainer.progress=false", "trainer.threads=1",
+        "optim.lr=0.05", "model.options.width=16"]
+
+
+@pytest.fixture(scope="module")
+def two_seeds(tmp_path_factory, tiny_registered):
+    tmp = tmp_path_factory.mktemp("seeds")
+    return [start_run(None, [f"data.name={tiny_registered}", f"trainer.seed={s}"] + BASE, out=tmp / f"s{s}").path
+            for s in (0, 1)]
+
+
+def test_head_transforms():
+    assert head_transforms(["ncc", "logistic"]) == {"ncc": "center+l2", "logistic": "l2"}
+    assert head_transforms(["ncc", "ridge"], "l2") == {"ncc": "l2", "ridge": "l2"}
+    assert head_transforms(["ncc", "logistic"], {"logistic": "center+l2"}) == {"ncc": "center+l2",
+                                                                              "logistic": "center+l2"}
+    assert set(FIELD_TRANSFORMS) >= {"ncc", "ridge", "logistic"}
+    with pytest.raises(NclabError, match="ridge"):
+        head_transforms(["ncc"], {"ridge": "l2"})
+    with pytest.raises(NclabError, match="center"):
+        head_transforms(["ncc"], "centre")
+    with pytest.raises(NclabError, match="head"):
+        head_transforms(["nearest"])
+
+
+def test_seed_spread_is_the_t_interval_of_the_run_means():
+    s = seed_spread([0.9, 0.92, 0.95])
+    sd = float(np.std([0.9, 0.92, 0.95], ddof=1))
+    assert s["mean"] == pytest.approx(0.9233333333333) and s["seed_std"] == pytest.approx(sd)
+    assert s["seed_ci95_t"] == pytest.approx(stats.t.ppf(0.975, 2) * sd / np.sqrt(3))
+    assert seed_spread([0.5])["seed_std"] is None
+
+
+def test_each_head_sees_its_transform_on_shared_episodes(two_seeds):
+    ev = evaluate_transfer(two_seeds, way=[2, 3], shot=[1, 2], query=3, episodes=40, heads=("ncc", "logistic"), seed=4)
+    assert len(ev.rows) == 2 * 2 * 2 * 2 and len(ev.summary) == 2 * 2 * 2
+    for run in two_seeds:
+        loaded = load_run(run)
+        F = torch.as_tensor(features_of_split(loaded, "novel").features)
+        y = features_of_split(loaded, "novel").labels
+        m = torch.as_tensor(features_of_split(loaded, "train").features).double().mean(0).float()
+        cl2n = torch.nn.functional.normalize(F - m, dim=1)           # SimpleShot CL2N, by hand
+        for k in (2, 3):
+            sets = [EpisodeSampler(k, n, 3, 40, 4).sample(y) for n in (1, 2)]
+            ref = {(r["shot"], "ncc"): r["mean"] for r in nclab.fewshot(cl2n, y, way=k, shot=(1, 2), query=3, episodes=40,
+                                                                         heads=("ncc",), transform="none", episode_sets=sets)}
+            ref.update({(r["shot"], "logistic"): r["mean"] for r in nclab.fewshot(F, y, way=k, shot=(1, 2), query=3,
+                                                                                   episodes=40, heads=("logistic",),
+                                                                                   transform="l2", episode_sets=sets)})
+            got = {(r["shot"], r["head"]): r["mean"] for r in ev.rows if r["run"] == str(run) and r["way"] == k}
+            assert got.keys() == ref.keys()
+            assert all(got[key] == pytest.approx(ref[key], abs=1e-12) for key in ref)
+    for s in ev.summary:
+        means = [r["mean"] for r in ev.rows if (r["way"], r["shot"], r["head"]) == (s["way"], s["shot"], s["head"])]
+        assert s["n_runs"] == 2 and s["mean"] == pytest.approx(np.mean(means))
+        assert s["seed_std"] == pytest.approx(np.std(means, ddof=1))
+    assert {r["seed"] for r in ev.rows} == {0, 1}
+
+
+def test_evaluate_command(two_seeds, tmp_path, capsys):
+    out = tmp_path / "ev.json"
+    assert main(["evaluate", *map(str, two_seeds), "--way", "3", "--shot", "1", "--query", "3", "--episodes", "30",
+                 "--head", "ncc", "ridge", "--transform", "ridge=l2", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "seed 0" in text and "seed 1" in text and "center+l2" in text and "over seeds" in text
+    rec = json.loads(out.read_text())
+    assert rec["settings"]["transforms"] == {"ncc": "center+l2", "ridge": "l2"} and len(rec["rows"]) == 4
+    assert main(["evaluate", str(two_seeds[0]), "--transform", "ncc=nope", "--head", "ncc"]) == 2
+    assert "nope" in capsys.readouterr().err
