@@ -6,6 +6,7 @@
     metrics.jsonl     one record per epoch (loss, accuracies, lr, seconds, probes)
     checkpoints/      latest weights + optimiser / scheduler / RNG state (see checkpoint.py)
     model.safetensors final weights, summary.json final summary (written when training ends)
+    best.safetensors  with train.select: the weights of the selected epoch, best.json which one
 
 A new run directory is assembled under a temporary name and renamed into place once its
 set-up files are complete, so a failed start leaves nothing half-made behind.
@@ -76,6 +77,16 @@ class RunDir:
     @property
     def weights_path(self) -> Path:
         return self.path / "model.safetensors"
+
+    @property
+    def best_weights_path(self) -> Path:
+        """Weights of the epoch kept by model selection (``train.select``), beside the final ones."""
+        return self.path / "best.safetensors"
+
+    @property
+    def best_info_path(self) -> Path:
+        """``{"metric", "mode", "epoch", "step", "value", "weights"}`` of ``best.safetensors``."""
+        return self.path / "best.json"
 
     def config(self) -> RunConfig:
         try:
