@@ -172,7 +172,7 @@ def train_worker(fabric, run_dir: str | Path, callbacks: Sequence[EpochCallback]
             loss = loss_fn(logits, y)
             total = loss
             for r in regs:
-                term = r(model, x, h, logits)
+                term = r(model, x, h, logits, y)
                 total = total + term
                 sums[f"reg_{r.name}"] += term.detach().double() * len(y)
             optimizer.zero_grad(set_to_none=True)
