@@ -126,7 +126,8 @@ def test_commands_use_the_selected_weights(tmp_path, tiny_registered, capsys):
     F = embed(loaded.model, loaded.data.splits["val"].images, loaded.preprocess)
     assert np.array_equal(load_features(out).features, F)
     assert main(["measure", str(run.path), "--split", "val", "--checkpoint", "best"]) == 0
-    assert "best weights" in capsys.readouterr().out
+    cap = capsys.readouterr()
+    assert "best weights" in cap.out and "best (epoch" in cap.err
     # a run without selection, a feature file: one-line errors, exit 2
     plain = _train(tmp_path, "plain", tiny_registered, ["train.epochs=1"])
     assert main(["features", str(plain.path), "--split", "val", "--checkpoint", "best",

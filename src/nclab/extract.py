@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -204,7 +205,10 @@ def load_feature_source(source: str | os.PathLike, split: str | None, checkpoint
     if p.is_dir():
         if split is None:
             raise NclabError(f"{p}: a run directory needs --split (train, test, val or novel)")
-        return features_of_split(load_run(p, checkpoint), split)
+        loaded = load_run(p, checkpoint)
+        if checkpoint != "final":               # say which weights the numbers come from
+            print(f"{p}: {loaded.weights} weights", file=sys.stderr)
+        return features_of_split(loaded, split)
     if checkpoint != "final":
         raise NclabError(f"{p}: --checkpoint applies to run directories, not to a feature file")
     if split is not None:
