@@ -251,6 +251,8 @@ def analyze(table: pd.DataFrame, manifest: dict) -> dict:
                                   "resamples). CDNV debiased, accuracy 5-way NCC on the novel classes."})
 
     answer = answer_text(diffs, corr)
+    if diffs:                                # the report prints captions: the answer goes with its table
+        tables[1]["caption"] += " " + answer
     summary = {"runs": int(len(runs)), "settings": per_setting, "differences_from_ce": diffs, "spearman": corr,
                "answer": answer}
     return {"summary": summary, "tables": tables}

@@ -547,7 +547,7 @@ def category_transfer_figure(data: ReportData) -> list[ReportFigure]:
                f"labelled by the setting's parameters); colour: {cat}. Middle and right: the settings' mean accuracy "
                f"and CDNV with the same intervals (the y axes start near the data, not at 0).")
     corr = [{"x": f"final {ck}", "y": f"final {ak}", "over": "runs", "n": sp["n"], "rho": sp["rho"]}]
-    return [ReportFigure(f"{_safe(cat)}_transfer", title, caption, _render(fig, title, rows, xticks_extra=0.9), corr)]
+    return [ReportFigure(f"{_safe(cat)}_transfer", title, caption, _render(fig, title, rows, xticks_extra=0.45), corr)]
 
 
 def _log_spaced(grid: np.ndarray) -> bool:
