@@ -71,6 +71,7 @@ def test_select_keeps_the_best_recorded_epoch_and_its_weights(tmp_path, tiny_reg
     info = json.loads((run.path / "best.json").read_text())
     assert (info["epoch"], info["value"]) == want and info["metric"] == metric and info["mode"] == "max"
     assert info["step"] == next(r["step"] for r in recs if r["epoch"] == want[0])
+    assert json.loads((run.path / "summary.json").read_text())["selected"] == info
     # every record from epoch 1 carries the choice so far
     for r in recs[1:]:
         sofar = max(((e, v) for e, v in vals if e <= r["epoch"]), key=lambda t: (t[1], -t[0]))
