@@ -14,12 +14,19 @@ import sys
 from nclab.errors import NclabError
 
 SPLIT_CHOICES = ("train", "test", "val", "novel")
+CHECKPOINT_HELP = ("with a run directory: final weights (default), the last checkpoint of an unfinished run, or "
+                   "best: the epoch kept by model selection (train.select)")
+
+
+def _add_checkpoint(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", default="final", choices=("final", "last", "best"), help=CHECKPOINT_HELP)
 
 
 def _add_source(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("source", help=f"a feature file F.npz, or a run directory (then --split picks the {what})")
     p.add_argument("--split", choices=SPLIT_CHOICES, default=None,
                    help="with a run directory: which split's features to use")
+    _add_checkpoint(p)
 
 
 # --- quickstart / train ----------------------------------------------------------------------
@@ -89,8 +96,7 @@ def _parser_features(sub) -> None:
                    help="--folder images: dark = dark strokes on light paper (inverted to the run's "
                         "ink = bright convention), light = already bright ink, auto = decide per image "
                         "from its border (default)")
-    p.add_argument("--checkpoint", default="final", choices=("final", "last"),
-                   help="final weights (default) or the last checkpoint of an unfinished run")
+    _add_checkpoint(p)
     p.add_argument("--out", required=True, help="output .npz")
     p.set_defaults(handler=_cmd_features)
 
@@ -235,6 +241,7 @@ def _parser_gc(sub) -> None:
     g.add_argument("--probes", type=int, default=None, help="random projections per sample")
     p.add_argument("--seed", type=int, default=0, help="seed of the random probes")
     p.add_argument("--logits", action="store_true", help="GC of the logits instead of the embedding")
+    _add_checkpoint(p)
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write the record as JSON")
     p.set_defaults(handler=_cmd_gc)
 

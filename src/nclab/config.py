@@ -208,6 +208,9 @@ class TrainConfig:
     label_smoothing: float = 0.0
     regularizers: list = field(default_factory=list)   # e.g. [{gc: {alpha: 1e-6, probes: 1}}]
     drop_last: bool = True
+    select: str | None = None             # model selection: keep best.safetensors at the best value of this
+                                          # val probe metric, e.g. val/fewshot/5w1s/ncc (nclab.experiments.select)
+    select_mode: str = "auto"             # max | min | auto (inferred from the metric's name)
 
     def check(self) -> None:
         check_range("train.epochs", self.epochs, 1, integer=True)

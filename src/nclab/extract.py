@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -32,6 +33,7 @@ class LoadedRun:
     preprocess: Preprocess
     model: Classifier              # eval mode
     source_classes: list[str]      # the classifier's own classes (train / test splits)
+    weights: str = "final"         # which weights: final | last (step N) | best (epoch E, METRIC=V)
 
     @cached_property
     def data(self) -> PreparedData:
@@ -44,9 +46,16 @@ class LoadedRun:
         return data
 
 
+CHECKPOINTS = ("final", "last", "best")
+
+
 def load_run(run_dir: str | os.PathLike, checkpoint: str = "final", device: str | torch.device = "cpu") -> LoadedRun:
-    """The run's network with its final weights (``checkpoint="last"``: latest checkpoint)."""
+    """The run's network with its final weights (``model.safetensors``); ``checkpoint="last"``:
+    the latest checkpoint (an unfinished run); ``"best"``: the epoch kept by model selection
+    (``best.safetensors`` of a run trained with ``train.select``)."""
     from nclab.train.loop import build_model
+    if checkpoint not in CHECKPOINTS:
+        raise NclabError(f"checkpoint {checkpoint!r}: expected one of {', '.join(CHECKPOINTS)}")
     run = RunDir.open(run_dir)
     cfg, pre = run.config(), run.preprocess()
     source = run.data_info()["splits"]["train"]["class_names"]
@@ -59,12 +68,29 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "final", device: str 
             raise NclabError(f"{run.weights_path}: no final weights (the run has not finished; "
                              f"use --checkpoint last or `nclab train --resume {run.path}`)")
         load_weights(run.weights_path, model)
+        weights = "final"
+    elif checkpoint == "best":
+        if not run.best_weights_path.exists():
+            why = ("the run was trained without train.select" if cfg.train.select is None
+                   else f"no epoch has a value of {cfg.train.select} yet")
+            raise NclabError(f"{run.best_weights_path}: no selected weights ({why})")
+        load_weights(run.best_weights_path, model)
+        meta = safe_open_metadata(run.best_weights_path)
+        weights = f"best (epoch {meta.get('epoch')}, {meta.get('metric')} = {meta.get('value')}, {meta.get('mode')})"
     else:
         ck = latest_checkpoint(run.path)
         if ck is None:
             raise NclabError(f"{run.path / 'checkpoints'}: the run has no checkpoint yet")
         load_weights(ck[0], model)
-    return LoadedRun(run, cfg, pre, model.to(device).eval(), source)
+        weights = f"last ({ck[0].name})"
+    return LoadedRun(run, cfg, pre, model.to(device).eval(), source, weights)
+
+
+def safe_open_metadata(path: Path) -> dict:
+    """The string metadata of a safetensors file (empty if none)."""
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata() or {})
 
 
 def split_images(loaded: LoadedRun, split: str) -> ImageSet:
@@ -169,6 +195,7 @@ def write_features(run_dir: str, out: str, split: str | None = None, folder: str
                    ink: str = "auto", checkpoint: str = "final") -> FeatureSet:
     check_target(out)
     loaded = load_run(run_dir, checkpoint)
+    print(f"{run_dir}: {loaded.weights} weights")
     fs = features_of_split(loaded, split) if folder is None else features_of_folder(loaded, folder, ink)
     save_features(out, fs)
     print(f"wrote {out}: {fs.features.shape[0]} x {fs.features.shape[1]} features, {fs.n_classes} classes"
@@ -176,13 +203,19 @@ def write_features(run_dir: str, out: str, split: str | None = None, folder: str
     return fs
 
 
-def load_feature_source(source: str | os.PathLike, split: str | None) -> FeatureSet:
-    """A feature file, or a run directory embedded on ``split`` (what measure / fewshot accept)."""
+def load_feature_source(source: str | os.PathLike, split: str | None, checkpoint: str = "final") -> FeatureSet:
+    """A feature file, or a run directory embedded on ``split`` with its ``checkpoint`` weights
+    (what measure / fewshot accept)."""
     p = Path(source)
     if p.is_dir():
         if split is None:
             raise NclabError(f"{p}: a run directory needs --split (train, test, val or novel)")
-        return features_of_split(load_run(p), split)
+        loaded = load_run(p, checkpoint)
+        if checkpoint != "final":               # say which weights the numbers come from
+            print(f"{p}: {loaded.weights} weights", file=sys.stderr)
+        return features_of_split(loaded, split)
+    if checkpoint != "final":
+        raise NclabError(f"{p}: --checkpoint applies to run directories, not to a feature file")
     if split is not None:
         raise NclabError(f"{p}: --split applies to run directories, not to a feature file")
     return load_features(p)

@@ -12,11 +12,11 @@ from nclab.extract import load_feature_source
 from nclab.report.tables import format_fewshot
 
 
-def _load_source(source: str, split: str | None):
+def _load_source(source: str, split: str | None, checkpoint: str = "final"):
     """A feature file, or a run directory embedded on ``split`` (default novel)."""
     if Path(source).is_dir() and split is None:
         split = "novel"
-    return load_feature_source(source, split), split
+    return load_feature_source(source, split, checkpoint), split
 
 
 def _episode_sets(path: str | None, labels, way: int, shots: list[int], query: int, episodes: int, seed: int):
@@ -52,7 +52,7 @@ def fewshot_command(args) -> int:
     shots = list(args.shot)
     heads = list(args.head)
     transform = getattr(args, "transform", "l2")
-    fs, split = _load_source(args.source, args.split)
+    fs, split = _load_source(args.source, args.split, getattr(args, "checkpoint", "final"))
     labels = np.asarray(fs.labels)
     from nclab.fewshot.episodes import EpisodeSampler
     for n in shots:                         # argument errors before any file is written

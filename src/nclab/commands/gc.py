@@ -20,7 +20,7 @@ def gc_command(args) -> int:
     if probes is not None and probes < 1:
         raise NclabError(f"--probes {probes}: expected a positive number of probes per sample")
     output = "logits" if getattr(args, "logits", False) else "features"
-    loaded = load_run(args.run_dir)
+    loaded = load_run(args.run_dir, getattr(args, "checkpoint", "final"))
     images = split_images(loaded, args.split)
     if images.n_classes < 2:
         raise NclabError(f"{args.run_dir}: split {args.split!r} has {images.n_classes} class; "
@@ -31,9 +31,10 @@ def gc_command(args) -> int:
     f = model.features if output == "features" else model
     rep = gc_report(f, x, torch.as_tensor(images.labels), probes, n_classes=images.n_classes,
                     class_names=list(images.class_names), seed=getattr(args, "seed", 0))
-    print(format_gc(rep, f"{args.run_dir} {args.split} split ({output})"))
+    print(format_gc(rep, f"{args.run_dir} {args.split} split ({output}, {loaded.weights} weights)"))
     if args.json_out:
-        record = {"run_dir": str(args.run_dir), "split": args.split, "output": output, **rep.to_dict()}
+        record = {"run_dir": str(args.run_dir), "split": args.split, "output": output, "weights": loaded.weights,
+                  **rep.to_dict()}
         atomic_write_json(args.json_out, record)
         print(f"wrote {args.json_out}")
     return 0

@@ -199,6 +199,24 @@ def check_probes(cfg: RunConfig) -> None:
             raise NclabError(f"probes.stages.epochs: epoch {e} is beyond train.epochs={cfg.train.epochs}")
 
 
+def probe_keys(cfg: RunConfig, split: str) -> list[str]:
+    """The record keys a probe writes for ``split`` under ``cfg.probes`` (per-stage keys left out:
+    they depend on the backbone's stage names). Empty when the split is not probed."""
+    p, f = cfg.probes, cfg.probes.fewshot
+    if not p.enabled or split not in p.splits:
+        return []
+    keys = [f"{split}/{k}" for k in SPLIT_KEYS + ("ncc_acc",) + (TRAIN_KEYS if split == "train" else ())]
+    if split in f.splits:
+        for k in f.ways:
+            for n in f.shots:
+                pre = f"{split}/fewshot/{k}w{n}s/"
+                keys += [pre + h for h in f.heads] + [pre + h + "_ci95" for h in f.heads]
+                keys += [pre + "avg_cdnv", pre + "bound", pre + "ncc_error"]
+    if p.gc.enabled and split in p.gc.splits:
+        keys += [f"{split}/gc", f"{split}/gc_se", f"{split}/geometric_collapse"]
+    return keys
+
+
 # --- on which samples -----------------------------------------------------------------------------
 
 def probe_subset(images: ImageSet, split: str, p: ProbesConfig) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,8 @@
 """Training with the experiment layer's callbacks: what ``nclab train`` runs.
 
 The training loop (:mod:`nclab.train`) never imports experiments; these entry points build the
-callbacks a config asks for (the ``probes:`` section: :class:`~nclab.experiments.probes.Probes`)
+callbacks a config asks for (the ``probes:`` section: :class:`~nclab.experiments.probes.Probes`;
+``train.select``: :class:`~nclab.experiments.select.SelectBest`, after the probes whose keys it reads)
 and hand them to :func:`nclab.train.run.start_run` / :func:`~nclab.train.run.resume_run`.
 """
 
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 
 from nclab.config import RunConfig, load_config
 from nclab.experiments.probes import Probes, check_probes
+from nclab.experiments.select import SelectBest, check_select
 from nclab.train.callbacks import EpochCallback
 from nclab.train.run import resume_run, start_run
 from nclab.train.rundir import RunDir
@@ -20,7 +22,8 @@ from nclab.train.rundir import RunDir
 def config_callbacks(cfg: RunConfig) -> list[EpochCallback]:
     """The callbacks the config's sections ask for (probes first, so later callbacks see their keys)."""
     check_probes(cfg)
-    return [Probes()] if cfg.probes.enabled else []
+    select = check_select(cfg)
+    return ([Probes()] if cfg.probes.enabled else []) + ([SelectBest()] if select else [])
 
 
 def train(config: str | os.PathLike | None, overrides: Sequence[str] = (), out: str | os.PathLike | None = None,

@@ -478,6 +478,78 @@ def gc_transfer_figure(data: ReportData) -> list[ReportFigure]:
     return [ReportFigure("gc_vs_transfer", title, caption, _render(fig, title, rows), corr)]
 
 
+def _short_label(params: dict) -> str:
+    """A group's parameter values alone (``cdnv, 1``), unset ones left out: tick labels."""
+    vals = [v for v in params.values() if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in vals) or "all runs"
+
+
+def category_transfer_figure(data: ReportData) -> list[ReportFigure]:
+    """Final transfer-split CDNV against few-shot accuracy (the most shots, NCC or the first head),
+    one colour per value of the first categorical parameter (a collapse-reg's ``arm``, a gc-sweep's
+    ``knob``): runs, group means with 95% t intervals both ways, and bars of each group's mean
+    accuracy and CDNV with their t intervals."""
+    split = data.transfer_split()
+    ck = data.cdnv_key(split) if split else None
+    settings = [s for s in data.fewshot_settings() if s.split == split and data.heads(s)]
+    runs = data.wide.drop_duplicates("run").set_index("run")
+    categorical = [p for p in data.params if not pd.api.types.is_numeric_dtype(runs[p]) and runs[p].nunique() >= 2]
+    if ck is None or not settings or not categorical:
+        return []
+    cat = categorical[0]
+    s = max(settings, key=lambda x: (x.shot, -x.way))
+    head = "ncc" if "ncc" in data.heads(s) else data.heads(s)[0]
+    ak = s.key(head)
+    f = data.finals[[ck, ak]].join(runs[[cat, "group"]]).dropna(subset=[ck, ak])
+    cats = list(dict.fromkeys(f[cat].astype(str)))
+    colours = {c: CYCLE[i % len(CYCLE)] for i, c in enumerate(cats)}
+    groups = [g for g in data.groups if g.label in set(f["group"])]
+    fig, axes = _new_figure(3, ncols=3, width=4.6, height=3.8)
+    ax = axes[0]
+    sp = spearman(f[ck], f[ak])
+    for c in cats:
+        dc = f[f[cat].astype(str) == c]
+        ax.scatter(dc[ck], dc[ak], s=14, alpha=0.45, color=colours[c], edgecolors="none")
+    stats = {}
+    for g in groups:
+        d = f[f["group"] == g.label]
+        colour = colours[str(d[cat].iloc[0])]
+        ix, iy = seed_interval(d[ck]), seed_interval(d[ak])
+        stats[g.label] = (ix, iy, colour)
+        ax.errorbar(ix["mean"], iy["mean"], xerr=ix["ci95_t"] or 0, yerr=iy["ci95_t"] or 0, color=colour, marker="o",
+                    ms=6, capsize=2, elinewidth=0.8, ecolor=(*to_rgb(colour), 0.6))
+        ax.annotate(_short_label(g.params), (ix["mean"], iy["mean"]), xytext=(4, 4), textcoords="offset points",
+                    fontsize=7, color=colour)
+    _log_axis(ax, "x")
+    ax.set_xlabel(f"final {ck} (log)")
+    ax.set_ylabel(f"{s.title} {head} accuracy")
+    _title(ax, f"Spearman {'n/a' if sp['rho'] is None else format(sp['rho'], '+.2f')} over {sp['n']} runs")
+    ax.grid(True, alpha=0.3)
+    x = np.arange(len(groups))
+    ticks = [_short_label(g.params) for g in groups]
+    for ax, which, ylabel in ((axes[1], 1, f"{s.title} {head} accuracy"), (axes[2], 0, f"final {ck}")):
+        means = np.array([stats[g.label][which]["mean"] for g in groups], dtype=float)
+        half = np.array([stats[g.label][which]["ci95_t"] or 0 for g in groups], dtype=float)
+        ax.bar(x, means, yerr=half, color=[stats[g.label][2] for g in groups], alpha=0.85, capsize=3,
+               error_kw={"elinewidth": 0.8})
+        lo, hi = float(np.nanmin(means - half)), float(np.nanmax(means + half))
+        pad = 0.15 * (hi - lo) if hi > lo else 0.05 * abs(hi) + 1e-3
+        ax.set_ylim(lo - pad, hi + pad)             # bars start at the data, not at 0: the differences are small
+        ax.set_xticks(x, ticks, rotation=45, ha="right", fontsize=8)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, axis="y", alpha=0.3)
+        _title(ax, "mean over seeds, 95% t interval")
+    handles = [Line2D([], [], color=colours[c], marker="o", ls="none", label=c) for c in cats]
+    rows = _legend_below(fig, axes[:1], handles, ncol=min(len(cats), 6))
+    title = f"Transfer per {cat}: novel-class collapse against few-shot accuracy"
+    caption = (f"Left: each run's final {ck} against its final {s.title} {head} accuracy (small dots), and the mean "
+               f"over the seeds of each setting with 95% Student-t intervals in both directions (large markers, "
+               f"labelled by the setting's parameters); colour: {cat}. Middle and right: the settings' mean accuracy "
+               f"and CDNV with the same intervals (the y axes start near the data, not at 0).")
+    corr = [{"x": f"final {ck}", "y": f"final {ak}", "over": "runs", "n": sp["n"], "rho": sp["rho"]}]
+    return [ReportFigure(f"{_safe(cat)}_transfer", title, caption, _render(fig, title, rows, xticks_extra=0.45), corr)]
+
+
 def _log_spaced(grid: np.ndarray) -> bool:
     """Whether a grid is better read on a log axis: all positive and spanning a factor >= 10, or
     closer to evenly spaced in log than in linear terms."""
@@ -655,8 +727,8 @@ def stage_figures(data: ReportData) -> list[ReportFigure]:
 
 
 FIGURES: list[Callable[[ReportData], list[ReportFigure]]] = [
-    training_figure, cdnv_figure, ncc_figure, fewshot_figure, cdnv_fewshot_figure, gc_transfer_figure, nc_figure,
-    gc_figure, param_figures, bound_figure, stage_figures]
+    training_figure, cdnv_figure, ncc_figure, fewshot_figure, cdnv_fewshot_figure, gc_transfer_figure,
+    category_transfer_figure, nc_figure, gc_figure, param_figures, bound_figure, stage_figures]
 
 
 def all_figures(data: ReportData) -> list[ReportFigure]:

@@ -14,6 +14,7 @@ epoch's training and test-accuracy time, without the callbacks (which may time t
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -177,7 +178,7 @@ def train_worker(fabric, run_dir: str | Path, callbacks: Sequence[EpochCallback]
             loss = loss_fn(logits, y)
             total = loss
             for r in regs:
-                term = r(model, x, h, logits)
+                term = r(model, x, h, logits, y)
                 total = total + term
                 sums[f"reg_{r.name}"] += term.detach().double() * len(y)
             optimizer.zero_grad(set_to_none=True)
@@ -224,6 +225,8 @@ def train_worker(fabric, run_dir: str | Path, callbacks: Sequence[EpochCallback]
                    "train_seconds": sum(r.get("seconds", 0.0) for r in records),
                    "parameters": sum(p.numel() for p in model.parameters()),
                    "source_classes": train_set.n_classes, "devices": world}
+        if run.best_info_path.exists():          # model selection (train.select): which epoch was kept
+            summary["selected"] = json.loads(run.best_info_path.read_text())
         run.write_summary(summary)
     fabric.barrier()
     return summary

@@ -3,10 +3,10 @@
 A regulariser is built by a factory registered under its name, called with the options of
 its config entry, and then called once per training step as
 
-    term = reg(model, x, features, logits)      # a scalar tensor added to the loss
+    term = reg(model, x, features, logits, labels)      # a scalar tensor added to the loss
 
-where ``x`` is the (augmented) input batch, ``features`` the penultimate embedding and
-``logits`` the classifier output of that batch. The loop logs each term's epoch mean as
+where ``x`` is the (augmented) input batch, ``features`` the penultimate embedding,
+``logits`` the classifier output and ``labels`` the class ids of that batch. The loop logs each term's epoch mean as
 ``reg_<name>`` in metrics.jsonl.
 """
 
@@ -26,7 +26,7 @@ class Regularizer(Protocol):
     name: str
 
     def __call__(self, model: torch.nn.Module, x: torch.Tensor, features: torch.Tensor,
-                 logits: torch.Tensor) -> torch.Tensor: ...
+                 logits: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor: ...
 
 
 REGULARIZERS: dict[str, Callable[..., Regularizer]] = {}
@@ -104,7 +104,69 @@ class GCRegularizer:
         return total / (B * self.probes)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, features: torch.Tensor | None = None,
-                 logits: torch.Tensor | None = None) -> torch.Tensor:
+                 logits: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
         if self.alpha == 0:
             return torch.zeros((), device=x.device)
         return self.alpha * self.estimate(model, x)
+
+
+def batch_cdnv(features: torch.Tensor, labels: torch.Tensor, min_per_class: int = 2, eps: float = 1e-8) -> torch.Tensor:
+    """Differentiable CDNV of one batch (Galanti et al. 2022, eq. CDNV, plug-in form):
+
+        V(i, j) = (var_i + var_j) / (2 ||mu_i - mu_j||^2 + eps),   var_c = (1/n_c) sum_{y=c} ||h - mu_c||^2,
+
+    averaged over the unordered pairs i < j of the classes with at least ``min_per_class``
+    samples in the batch (mu_c, n_c: their batch means and counts). A class seen once has var 0 by
+    construction, not as an estimate, so it is left out. ``eps`` keeps coinciding means finite.
+    Zero (with a gradient of zeros) when fewer than two classes qualify.
+    """
+    h = features.flatten(1)
+    h = h.to(torch.promote_types(h.dtype, torch.float32))      # low-precision activations: ratio in >= fp32
+    classes, inv, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+    mu = torch.zeros(len(classes), h.shape[1], dtype=h.dtype, device=h.device).index_add_(0, inv, h)
+    mu = mu / counts[:, None].to(h.dtype)
+    sq = torch.zeros(len(classes), dtype=h.dtype, device=h.device).index_add_(0, inv, (h - mu[inv]).pow(2).sum(1))
+    var = sq / counts.to(h.dtype)
+    keep = counts >= min_per_class
+    mu, var = mu[keep], var[keep]
+    if len(mu) < 2:
+        return h.sum() * 0
+    i, j = torch.triu_indices(len(mu), len(mu), 1, device=h.device)
+    d2 = (mu[i] - mu[j]).pow(2).sum(1)
+    return ((var[i] + var[j]) / (2 * d2 + eps)).mean()
+
+
+@register_regularizer("cdnv")
+class CDNVRegularizer:
+    """Loss term strength * batch CDNV of the penultimate embedding (:func:`batch_cdnv`): an
+    explicit push towards collapse (within-class variance small against the distances of the
+    class means), the seed talk's open question ("does enforcing collapse help transfer?").
+
+    Computed on each process's own batch (under DDP, on the per-rank batch); only classes with at
+    least ``min_per_class`` samples in the batch enter, so the batch should hold several samples of
+    some classes (batch size against the number of source classes).
+    """
+
+    name = "cdnv"
+
+    def __init__(self, strength: float, min_per_class: int = 2, eps: float = 1e-8):
+        if not (isinstance(strength, (int, float)) and strength >= 0):
+            raise NclabError(f"strength must be a number >= 0, got {strength!r}")
+        if int(min_per_class) != min_per_class or min_per_class < 2:
+            raise NclabError(f"min_per_class must be an integer >= 2 (one sample has no variance), got {min_per_class!r}")
+        if not eps > 0:
+            raise NclabError(f"eps must be > 0, got {eps!r}")
+        self.strength = float(strength)
+        self.min_per_class = int(min_per_class)
+        self.eps = float(eps)
+
+    def __repr__(self) -> str:
+        return f"CDNVRegularizer(strength={self.strength}, min_per_class={self.min_per_class}, eps={self.eps})"
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, features: torch.Tensor, logits: torch.Tensor | None = None,
+                 labels: torch.Tensor | None = None) -> torch.Tensor:
+        if labels is None:
+            raise NclabError("the cdnv regulariser needs the batch labels")
+        if self.strength == 0:
+            return torch.zeros((), device=features.device)
+        return self.strength * batch_cdnv(features, labels, self.min_per_class, self.eps)

@@ -80,19 +80,23 @@ def validate(cfg: RunConfig, data: PreparedData) -> None:
     build_optimizer(model.parameters(), cfg.optim)
 
 
-# config sections whose work is done by an epoch callback declaring ``config_section = <name>``
-CALLBACK_SECTIONS = ("probes",)
+# config sections (or keys) whose work is done by an epoch callback declaring
+# ``config_section = <name>``, with whether a config switches it on
+CALLBACK_SECTIONS = {"probes": lambda cfg: cfg.probes.enabled,
+                     "train.select": lambda cfg: cfg.train.select is not None}
 
 
 def check_callbacks(cfg: RunConfig, callbacks: Sequence[EpochCallback], data: PreparedData | None = None) -> None:
     """Refuse a config that enables a callback section no callback handles (no caller silently
-    loses probe records); with ``data``, run each callback's own ``validate(cfg, data)``."""
+    loses probe records or model selection); with ``data``, run each callback's own ``validate(cfg, data)``."""
     handled = {getattr(cb, "config_section", None) for cb in callbacks}
-    for section in CALLBACK_SECTIONS:
-        if getattr(cfg, section).enabled and section not in handled:
-            raise NclabError(f"{section}.enabled is true but no callback handles the {section!r} section: train with "
+    for section, enabled in CALLBACK_SECTIONS.items():
+        if enabled(cfg) and section not in handled:
+            what = f"{section}.enabled is true" if section == "probes" else f"{section} is set"
+            off = f"set {section}.enabled=false" if section == "probes" else f"set {section}=null"
+            raise NclabError(f"{what} but no callback handles the {section!r} section: train with "
                              f"`nclab train` or nclab.experiments.training.train (which attach it), "
-                             f"or set {section}.enabled=false")
+                             f"or {off}")
     if data is not None:
         for cb in callbacks:
             if hasattr(cb, "validate"):

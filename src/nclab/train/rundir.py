@@ -7,6 +7,7 @@
     checkpoints/      latest weights + optimiser / scheduler / RNG state (see checkpoint.py)
     model.safetensors final weights, summary.json final summary (written when training ends)
     .lock             the advisory lock of the process training the run (see :meth:`RunDir.lock`)
+    best.safetensors  with train.select: the weights of the selected epoch, best.json which one
 
 A new run directory is assembled under a temporary name and renamed into place once its
 set-up files are complete, so a failed start leaves nothing half-made behind. Everything read
@@ -172,6 +173,16 @@ class RunDir:
     def has_checkpoint(self) -> bool:
         from nclab.train.checkpoint import CKPT
         return (self.path / CKPT / "latest.json").exists()
+
+    @property
+    def best_weights_path(self) -> Path:
+        """Weights of the epoch kept by model selection (``train.select``), beside the final ones."""
+        return self.path / "best.safetensors"
+
+    @property
+    def best_info_path(self) -> Path:
+        """``{"metric", "mode", "epoch", "step", "value", "weights"}`` of ``best.safetensors``."""
+        return self.path / "best.json"
 
     def config(self) -> RunConfig:
         data = read_yaml(self.config_path, "run config")
