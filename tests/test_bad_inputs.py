@@ -240,6 +240,8 @@ CMD = [
     Cmd("accelerator-cuda-absent", _train("trainer.accelerator=cuda", "trainer.devices=64",
                                           "train.batch_size=64", "data.holdout=0.1"), "trainer.accelerator"),
     Cmd("warmup-negative", _train("schedule.warmup_epochs=-1"), "schedule.warmup_epochs"),
+    Cmd("select-mode-unknown", _train("train.select_mode=best"), "train.select_mode"),
+    Cmd("select-empty", _train("train.select=''"), "train.select"),
     Cmd("warmup-start-above-1", _train("schedule.warmup_start=2"), "schedule.warmup_start"),
     Cmd("gamma-zero", _train("schedule.gamma=0"), "schedule.gamma"),
     Cmd("step-size-zero", _train("schedule.name=step", "schedule.step_size=0"), "schedule.step_size"),

@@ -217,6 +217,10 @@ class TrainConfig:
         check_range("train.batch_size", self.batch_size, 1, integer=True)
         check_name("train.loss", self.loss)
         check_range("train.label_smoothing", self.label_smoothing, 0, 1, high_open=True)
+        if self.select is not None and (not isinstance(self.select, str) or not self.select.strip()):
+            raise NclabError(f"train.select={self.select!r}: expected a val probe metric such as val/fewshot/5w1s/ncc")
+        if self.select_mode not in ("auto", "max", "min"):
+            raise NclabError(f"train.select_mode={self.select_mode!r}: expected auto, max or min")
 
 
 @dataclass
