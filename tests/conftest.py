@@ -57,3 +57,15 @@ def cache_files(tmp_path):
 
 def cache_entries(tmp_path):
     return sorted(p for p in (tmp_path / "cache").glob("datasets/*/*"))
+
+
+class Crash(Exception):
+    """Raised by :func:`crash_at`: a training process dying at an epoch's end (resume tests)."""
+
+
+def crash_at(epoch: int):
+    """An epoch callback that raises :class:`Crash` at ``epoch`` (after that epoch's training)."""
+    def cb(ctx):
+        if ctx.epoch == epoch:
+            raise Crash()
+    return cb

@@ -245,7 +245,7 @@ def test_compiled_scoring_equals_tensor_ops(monkeypatch, way, query):
     prediction flipped by rounding at an exact tie (7-way: scoring and ridge weights in passes of
     five classes, queries not a multiple of three)."""
     from nclab.fewshot import evaluate, warmup
-    assert warmup.wait(600), warmup.error
+    assert warmup.wait(), warmup.error
     X, y = blobs(C=12, n=40, d=40, sep=0.4)
     kw = dict(way=way, query=query, shot=(1, 5), episodes=60, heads=("ncc", "ncc-cosine", "ridge", "logistic"), seed=6)
     kernel = fewshot_report(X, y, **kw)

@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import Crash, crash_at
 import torch
 from safetensors.torch import load_file
 
@@ -176,17 +177,6 @@ def test_episodes_fixed_across_epochs_and_runs_and_training_unchanged(tmp_path, 
                                    for r in _strip(d.records()) if r["epoch"] > 0]
 
 
-class _Crash(Exception):
-    pass
-
-
-def _crash_at(epoch):
-    def cb(ctx):
-        if ctx.epoch == epoch:
-            raise _Crash()
-    return cb
-
-
 @pytest.mark.parametrize("crash_epoch, every", [(1, 0), (1, 2), (2, 0), (2, 5)])
 def test_resume_neither_loses_nor_repeats_a_probe_record(tmp_path, tiny_registered, monkeypatch, crash_epoch, every):
     # crash at epoch 1 without step checkpoints: the epoch-0 record exists but no checkpoint does,
@@ -195,9 +185,9 @@ def test_resume_neither_loses_nor_repeats_a_probe_record(tmp_path, tiny_register
     from nclab.train.rundir import RunDir
     extra = ["train.epochs=3", f"trainer.ckpt_every_steps={every}"]
     ref = _train(tmp_path, "ref", tiny_registered, extra)
-    with pytest.raises(_Crash), monkeypatch.context() as m:
+    with pytest.raises(Crash), monkeypatch.context() as m:
         m.setattr(RunDir, "has_checkpoint", lambda self: True)
-        _train(tmp_path, "cut", tiny_registered, extra, callbacks=[_crash_at(crash_epoch)])
+        _train(tmp_path, "cut", tiny_registered, extra, callbacks=[crash_at(crash_epoch)])
     cut = tmp_path / "cut"
     assert len((cut / "metrics.jsonl").read_text().splitlines()) == crash_epoch
     resume(cut)

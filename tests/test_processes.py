@@ -27,12 +27,9 @@ def _cli(*args, **kw):
 
 
 @pytest.mark.slow
-# mid-epoch 1; mid-epoch 2 after a record, with the CPU fast path and the natural-image augmentations
-@pytest.mark.parametrize("kill_after_step, options", [
-    (13, ["trainer.channels_last=false"]), (47, ["trainer.channels_last=true", "trainer.precision=bf16-mixed", "data.crop_scale=[0.5, 1]",
-                    "data.jitter=0.4"])])
-def test_killed_run_resumes_bitwise_identical(tmp_path, kill_after_step, options):
-    args = SMALL + ["trainer.ckpt_every_steps=5"] + options
+def _reference_and_killed(tmp_path, args, step):
+    """Train ``args`` to the end into ref/, and into cut/ until its checkpoint has passed global
+    step ``step``, then SIGKILL it. Returns (ref, cut, the killed process)."""
     ref = tmp_path / "ref"
     p = _cli("train", *args, "--out", str(ref))
     assert p.returncode == 0, p.stderr
@@ -44,7 +41,7 @@ def test_killed_run_resumes_bitwise_identical(tmp_path, kill_after_step, options
     deadline = time.time() + 300
     while time.time() < deadline:
         try:
-            if json.loads(pointer.read_text())["global_step"] >= kill_after_step - 3:
+            if json.loads(pointer.read_text())["global_step"] >= step:
                 break
         except (FileNotFoundError, ValueError):
             pass
@@ -52,6 +49,16 @@ def test_killed_run_resumes_bitwise_identical(tmp_path, kill_after_step, options
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    return ref, cut, proc
+
+
+# mid-epoch 1; mid-epoch 2 after a record, with the CPU fast path and the natural-image augmentations
+@pytest.mark.parametrize("kill_after_step, options", [
+    (13, ["trainer.channels_last=false"]), (47, ["trainer.channels_last=true", "trainer.precision=bf16-mixed", "data.crop_scale=[0.5, 1]",
+                    "data.jitter=0.4"])])
+def test_killed_run_resumes_bitwise_identical(tmp_path, kill_after_step, options):
+    args = SMALL + ["trainer.ckpt_every_steps=5"] + options
+    ref, cut, proc = _reference_and_killed(tmp_path, args, kill_after_step - 3)
     assert proc.returncode == -signal.SIGKILL
     assert not (cut / "summary.json").exists() and not (cut / "model.safetensors").exists()
 
@@ -144,25 +151,7 @@ def _probe_records(path):
 @pytest.mark.parametrize("kill_after_step", [4, 47])      # mid-epoch 1 after the epoch-0 record; mid-epoch 2
 def test_killed_run_with_probes_resumes_with_the_same_records(tmp_path, kill_after_step):
     args = SMALL + PROBED + ["trainer.ckpt_every_steps=3"]
-    ref = tmp_path / "ref"
-    p = _cli("train", *args, "--out", str(ref))
-    assert p.returncode == 0, p.stderr
-
-    cut = tmp_path / "cut"
-    proc = subprocess.Popen(NCLAB + ["train", *args, "--out", str(cut)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    pointer = cut / "checkpoints" / "latest.json"
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        try:
-            if json.loads(pointer.read_text())["global_step"] >= kill_after_step - 1:
-                break
-        except (FileNotFoundError, ValueError):
-            pass
-        assert proc.poll() is None, "run ended before it could be killed"
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    ref, cut, proc = _reference_and_killed(tmp_path, args, kill_after_step - 1)
     assert not (cut / "summary.json").exists()
     p = _cli("train", "--resume", str(cut))
     assert p.returncode == 0, p.stderr

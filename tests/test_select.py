@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import Crash
 import torch
 from safetensors.torch import load_file
 
@@ -92,10 +93,6 @@ def test_select_keeps_the_best_recorded_epoch_and_its_weights(tmp_path, tiny_reg
         assert measure(F, y).cdnv == pytest.approx(want[1], rel=1e-6)
 
 
-class _Crash(Exception):
-    pass
-
-
 def test_resume_mid_run_keeps_the_same_choice(tmp_path, tiny_registered):
     # val/cdnv_debiased is lowest at epoch 3 on the tiny data: the crashed pass has written its
     # best weights before the crash, the replayed epoch 3 (from the mid-epoch checkpoint) rewrites them
@@ -105,8 +102,8 @@ def test_resume_mid_run_keeps_the_same_choice(tmp_path, tiny_registered):
 
     def crash(ctx):            # after the probes and the selection of epoch 3, before its record
         if ctx.epoch == 3:
-            raise _Crash()
-    with pytest.raises(_Crash):
+            raise Crash()
+    with pytest.raises(Crash):
         _train(tmp_path, "cut", tiny_registered, extra, callbacks=[crash])
     cut = tmp_path / "cut"
     assert [json.loads(x)["epoch"] for x in (cut / "metrics.jsonl").read_text().splitlines()] == [0, 1, 2]

@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+from conftest import Crash, crash_at
 import torch
 from safetensors.torch import load_file
 
@@ -47,17 +48,6 @@ def test_same_seed_same_weights_other_seed_differs(tmp_path, tiny_registered):
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
-class _Crash(Exception):
-    pass
-
-
-def _crash_at(epoch):
-    def cb(ctx):
-        if ctx.epoch == epoch:
-            raise _Crash()
-    return cb
-
-
 FAST = ["trainer.channels_last=true", "trainer.precision=bf16-mixed", "data.crop_scale=[0.5, 1]", "data.jitter=0.4"]
 
 
@@ -65,8 +55,8 @@ FAST = ["trainer.channels_last=true", "trainer.precision=bf16-mixed", "data.crop
 def test_resume_after_a_crash_is_bitwise_identical(tmp_path, tiny_registered, every, options):
     extra = [f"trainer.ckpt_every_steps={every}", "model.options.norm=batch"] + options
     ref = _run(tmp_path, "ref", tiny_registered, extra)
-    with pytest.raises(_Crash):
-        _run(tmp_path, "cut", tiny_registered, extra, callbacks=[_crash_at(2)])
+    with pytest.raises(Crash):
+        _run(tmp_path, "cut", tiny_registered, extra, callbacks=[crash_at(2)])
     cut = tmp_path / "cut"
     assert not (cut / "model.safetensors").exists() and len((cut / "metrics.jsonl").read_text().splitlines()) == 1
     resume_run(cut)

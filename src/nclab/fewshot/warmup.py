@@ -117,9 +117,9 @@ def start() -> None:
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
-def wait(timeout: float | None = None) -> bool:
+def wait() -> bool:
     """Load (or compile) the kernels for every dtype in this process (tests and benchmarks);
-    False if they could not be built. ``timeout`` is accepted for compatibility and unused."""
+    False if they could not be built."""
     for dtype in _READY:
         _load(dtype)
     return all(e.is_set() for e in _READY.values())
