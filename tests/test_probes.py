@@ -14,15 +14,17 @@ import torch
 from safetensors.torch import load_file
 
 from nclab.config import ProbesConfig, load_config
+from nclab.data.loader import eval_batches
 from nclab.data.prepare import prepare_data
 from nclab.data.transforms import Preprocess
 from nclab.errors import NclabError
 from nclab.experiments.probes import SPLIT_KEYS, TRAIN_KEYS, log_epochs, probe_epochs, probe_subset
 from nclab.experiments.training import resume, train
-from nclab.extract import classifier_weights, embed
+from nclab.extract import classifier_weights, embed, fold_batchnorm
 from nclab.fewshot import fewshot_report, load_episodes
 from nclab.metrics import measure, ncc_accuracy
 from nclab.metrics.stats import class_moments
+from nclab.models import create_model
 from nclab.train.loop import build_model
 from nclab.train.run import resume_run, start_run
 
@@ -249,3 +251,32 @@ def test_probes_enabled_without_their_callback_is_refused(tmp_path, tiny_registe
     (run.path / "summary.json").unlink()
     with pytest.raises(NclabError, match="no callback handles the 'probes' section"):
         resume_run(run.path)
+
+
+def test_embedding_folds_batchnorm_into_the_convolutions_without_changing_features():
+    """The inference copy folds eval-mode BatchNorm into the preceding convolution: the same
+    features as the unfolded float64 network, the trained model untouched, and a norm that
+    uses batch statistics in eval mode (no running stats) left alone."""
+    torch.manual_seed(0)
+    model = create_model("conv4", in_channels=1, n_classes=5, image_size=28, width=8).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):      # non-trivial statistics and affine parameters
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.3, 3.0)
+            m.weight.data.normal_()
+            m.bias.data.normal_()
+    images = np.random.default_rng(0).integers(0, 256, (37, 28, 28), dtype=np.uint8)
+    pre = Preprocess(28, 1, [0.2], [0.3])
+    before = copy.deepcopy(model.state_dict())
+    x = torch.cat(list(eval_batches(images, pre, 64)))
+    with torch.no_grad():
+        ref = model.double().features(x.double()).numpy()
+    model.float()
+    F = embed(model, images, pre, batch_size=16)
+    np.testing.assert_allclose(F, ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    folded = fold_batchnorm(copy.deepcopy(model))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == 4
+    batch_stats = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2, track_running_stats=False)).eval()
+    assert isinstance(fold_batchnorm(batch_stats)[1], torch.nn.BatchNorm2d)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from nclab.atomic import check_target
-from nclab.config import RunConfig
+from nclab.config import EVAL_BATCH_SIZE, RunConfig
 from nclab.data.base import SPLITS, ImageSet
 from nclab.data.loader import eval_batches
 from nclab.data.prepare import PreparedData, prepare_data
@@ -110,7 +110,23 @@ def _inference_copy(model: Classifier) -> tuple[Classifier, torch.memory_format]
     network being trained (probes) keeps its own parameters and memory layout."""
     conv = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
     fmt = torch.channels_last if conv else torch.contiguous_format
-    return copy.deepcopy(model).eval().to(memory_format=fmt), fmt
+    return fold_batchnorm(copy.deepcopy(model).eval()).to(memory_format=fmt), fmt
+
+
+def fold_batchnorm(net: torch.nn.Module) -> torch.nn.Module:
+    """Fold every eval-mode BatchNorm2d that directly follows a Conv2d in an ``nn.Sequential``
+    into that convolution (in place; the same function up to float rounding). With the
+    normalisation gone oneDNN runs each block as one fused convolution: conv4 embedded glyphs
+    ~2x faster on the 2-core CPU (BENCHMARKS.md, "Probes"). A norm that normalises with batch
+    statistics in eval mode (``track_running_stats=False``) is left alone."""
+    for seq in [m for m in net.modules() if isinstance(m, torch.nn.Sequential)]:
+        for i in range(len(seq) - 1):
+            conv, bn = seq[i], seq[i + 1]
+            if (isinstance(conv, torch.nn.Conv2d) and isinstance(bn, torch.nn.BatchNorm2d)
+                    and not bn.training and bn.running_mean is not None):
+                seq[i] = torch.nn.utils.fusion.fuse_conv_bn_eval(conv, bn)
+                seq[i + 1] = torch.nn.Identity()
+    return net
 
 
 def _batches(model: Classifier, images: np.ndarray, preprocess: Preprocess, batch_size: int):
@@ -122,7 +138,8 @@ def _batches(model: Classifier, images: np.ndarray, preprocess: Preprocess, batc
 
 
 @torch.no_grad()
-def embed(model: Classifier, images: np.ndarray, preprocess: Preprocess, batch_size: int = 512) -> np.ndarray:
+def embed(model: Classifier, images: np.ndarray, preprocess: Preprocess,
+          batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
     """Penultimate features (N x d float32) of uint8 ``images`` (the network in eval mode)."""
     net, batches = _batches(model, images, preprocess, batch_size)
     feats = [net.features(x).float().cpu() for x in batches]
@@ -131,7 +148,7 @@ def embed(model: Classifier, images: np.ndarray, preprocess: Preprocess, batch_s
 
 @torch.no_grad()
 def embed_stages(model: Classifier, images: np.ndarray, preprocess: Preprocess,
-                 batch_size: int = 512) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+                 batch_size: int = EVAL_BATCH_SIZE) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Penultimate features (N x d float32) and every stage's globally pooled output
     (``Backbone.intermediate``), from one pass. ``Backbone.forward`` is the pooled last stage,
     so the penultimate features are the last stage's entry."""

@@ -73,7 +73,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nclab.config import ProbesConfig, RunConfig
+from nclab.config import EVAL_BATCH_SIZE, ProbesConfig, RunConfig
 from nclab.data.base import SPLITS, ImageSet
 from nclab.data.prepare import PreparedData, train_counts
 from nclab.errors import NclabError, unknown_name
@@ -337,7 +337,7 @@ def _group_keys(W: np.ndarray, means: np.ndarray, logits: dict, subsets: dict, g
 
 
 def measure_probe(model, data: PreparedData, preprocess, p: ProbesConfig, subsets: dict, episodes: dict,
-                  stages: bool = False, batch_size: int = 512, groups: dict | None = None) -> dict:
+                  stages: bool = False, batch_size: int = EVAL_BATCH_SIZE, groups: dict | None = None) -> dict:
     """One probe of ``model`` (eval mode): every split of ``subsets`` ({split: (rows, labels)})
     embedded once, then every metric of the module docstring on those features; with ``groups``
     (:func:`class_groups`) the minority-collapse keys."""
