@@ -278,5 +278,6 @@ def test_embedding_folds_batchnorm_into_the_convolutions_without_changing_featur
     folded = fold_batchnorm(copy.deepcopy(model))
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == 4
-    batch_stats = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2, track_running_stats=False)).eval()
+    batch_stats = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3),
+                                      torch.nn.BatchNorm2d(2, track_running_stats=False)).eval()
     assert isinstance(fold_batchnorm(batch_stats)[1], torch.nn.BatchNorm2d)

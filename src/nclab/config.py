@@ -234,7 +234,7 @@ class TrainerConfig:
     threads: int | None = None            # torch intra-op threads per process (None: torch default)
     channels_last: bool = True            # NHWC memory format for model and batches (1.2x faster conv training here, more under load)
     ckpt_every_steps: int = 0             # also checkpoint every k optimizer steps (0: epoch ends only)
-    eval_batch_size: int = EVAL_BATCH_SIZE  # embedding / evaluation batches (128: ~2x faster than 512 on CPU, cache-sized)
+    eval_batch_size: int = EVAL_BATCH_SIZE  # embedding / evaluation batches (cache-sized; BENCHMARKS "Probes")
     progress: bool = True
 
     def check(self) -> None:
