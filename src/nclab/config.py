@@ -153,7 +153,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     backbone: str = "conv4"               # conv4 | resnet12 | resnet18 | wrn | mlp
-    head: str = "linear"                  # linear | linear_nobias | etf
+    head: str = "linear"                  # linear | linear_nobias | cosine | etf
     options: dict = field(default_factory=dict)   # backbone keyword arguments, e.g. {depth: 28, widen: 4}
 
     def check(self) -> None:            # names and options: checked by building the model

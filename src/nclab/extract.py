@@ -163,8 +163,9 @@ def embed_stages(model: Classifier, images: np.ndarray, preprocess: Preprocess,
 
 
 def classifier_weights(model: Classifier) -> tuple[np.ndarray, np.ndarray]:
-    """The classifier (W, b) as float32 arrays (b = 0 for a head without bias)."""
-    W = model.head.weight.detach().float().cpu().numpy()
+    """The classifier (W, b) as float32 arrays (b = 0 for a head without bias; a cosine head's
+    scaled unit rows, which decide as its logits do)."""
+    W = getattr(model.head, "linear_weight", lambda: model.head.weight)().detach().float().cpu().numpy()
     b = model.head.bias
     return W, (np.zeros(len(W), np.float32) if b is None else b.detach().float().cpu().numpy())
 

@@ -12,7 +12,7 @@ from nclab.errors import NclabError, unknown_name
 from nclab.models.base import Backbone
 from nclab.models.classifier import Classifier
 from nclab.models.conv4 import Conv4
-from nclab.models.heads import ETFHead, make_head, simplex_etf
+from nclab.models.heads import CosineHead, ETFHead, make_head, simplex_etf
 from nclab.models.mlp import MLP
 from nclab.models.resnet12 import ResNet12
 from nclab.models.resnet18 import ResNet18
@@ -27,7 +27,7 @@ BACKBONES: dict[str, type[Backbone]] = {
     "mlp": MLP,
     "vgg": VGG,
 }
-HEADS = ("linear", "linear_nobias", "etf")
+HEADS = ("linear", "linear_nobias", "cosine", "etf")
 
 
 def create_backbone(name: str, in_channels: int = 1, image_size: int = 28, **options) -> Backbone:
@@ -51,7 +51,7 @@ def create_backbone(name: str, in_channels: int = 1, image_size: int = 28, **opt
 
 def create_model(name: str, in_channels: int = 1, n_classes: int = 10, head: str = "linear",
                  image_size: int = 28, **options) -> Classifier:
-    """Backbone ``name`` plus a ``head`` (linear | linear_nobias | etf) over ``n_classes``."""
+    """Backbone ``name`` plus a ``head`` (linear | linear_nobias | cosine | etf) over ``n_classes``."""
     backbone = create_backbone(name, in_channels, image_size, **options)
     if head not in HEADS:
         raise unknown_name("head", head, HEADS)
@@ -61,5 +61,5 @@ def create_model(name: str, in_channels: int = 1, n_classes: int = 10, head: str
         raise NclabError(f"model.head={head}: {e}") from None
 
 
-__all__ = ["BACKBONES", "HEADS", "Backbone", "Classifier", "ETFHead", "create_backbone", "create_model",
+__all__ = ["BACKBONES", "HEADS", "Backbone", "Classifier", "CosineHead", "ETFHead", "create_backbone", "create_model",
            "simplex_etf"]

@@ -1,4 +1,5 @@
-"""Classifier heads: a linear layer (with or without bias) and a fixed simplex-ETF classifier."""
+"""Classifier heads: a linear layer (with or without bias), a cosine classifier and a fixed
+simplex-ETF classifier."""
 
 from __future__ import annotations
 
@@ -41,11 +42,34 @@ class ETFHead(nn.Module):
         return h @ self.weight.T.to(h.dtype)
 
 
+class CosineHead(nn.Module):
+    """Logits h -> s cos(w_c, h): a cosine classifier with a learned scale s (initially
+    ``scale``), as in Baseline++ (Chen et al. 2019) and Meta-Baseline (Chen et al. 2021). It
+    trains features for the cosine geometry that few-shot NCC on L2-normalised features uses."""
+
+    def __init__(self, in_features: int, n_classes: int, scale: float = 10.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_classes, in_features))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))      # nn.Linear's initialisation
+        self.scale = nn.Parameter(torch.tensor(float(scale)))
+        self.bias = None
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.scale * nn.functional.linear(nn.functional.normalize(h, dim=1),
+                                                 nn.functional.normalize(self.weight, dim=1))
+
+    def linear_weight(self) -> torch.Tensor:
+        """W with W h = s |h| cos(w_c, h): the same decisions as the logits, as a linear map."""
+        return self.scale * nn.functional.normalize(self.weight, dim=1)
+
+
 def make_head(kind: str, in_features: int, n_classes: int) -> nn.Module:
     if kind == "linear":
         return nn.Linear(in_features, n_classes, bias=True)
     if kind == "linear_nobias":
         return nn.Linear(in_features, n_classes, bias=False)
+    if kind == "cosine":
+        return CosineHead(in_features, n_classes)
     if kind == "etf":
         return ETFHead(in_features, n_classes)
     raise KeyError(kind)
