@@ -80,7 +80,7 @@ def test_omniglot_and_tiny_profiles_train_a_few_steps_and_evaluate(tmp_path, rec
     assert main(args + (["--profile", profile] if profile else [])) == 0
     cfg = load_config(tmp_path / "run" / "config.yaml")
     assert cfg.name == recipe + ("-paper" if profile == "paper" else "")
-    assert cfg.model.backbone == ("resnet12" if (recipe, profile) == ("tiny", "paper") else "conv4")
+    assert cfg.model.backbone == "resnet12"
     assert main(["evaluate", str(tmp_path / "run"), "--way", "2", "--shot", "1", "--query", "2", "--episodes", "4",
                  "--head", "ncc", "logistic"]) == 0
     out = capsys.readouterr().out
