@@ -68,6 +68,17 @@ def case_overrides(case: str, tiny: Path) -> list[str] | None:
     return over + ["data.name=folder", f"data.root={tiny / 'tiny-imagenet-32.zip'}", f"data.split={tiny / 'splits.csv'}"]
 
 
+def default_tiny() -> Path:
+    """$NCLAB_DATA/tiny-imagenet-32, NCLAB_DATA defaulting to ../shared/data (as the recipes)."""
+    return Path(os.environ.get("NCLAB_DATA", "../shared/data")) / "tiny-imagenet-32"
+
+
+def common_overrides(over: list[str], case: str, threads: int) -> list[str]:
+    """Both loops' config for ``case``: one epoch at a constant lr on the case's source classes."""
+    return over + ["train.epochs=1", "optim.lr=0.05", "schedule.name=constant", "trainer.progress=false",
+                   "data.holdout=4", f"data.source_classes={CASES[case][1]}", f"trainer.threads={threads}"]
+
+
 def _model(cfg, pre: Preprocess, n_classes: int, seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
     return create_model(cfg.model.backbone, in_channels=pre.channels, n_classes=n_classes, head=cfg.model.head,
@@ -288,7 +299,7 @@ def main() -> None:
     ap.add_argument("--case", nargs="+", default=list(CASES), choices=list(CASES))
     ap.add_argument("--sections", nargs="+", default=["loop", "profile", "options", "threads"],
                     choices=["loop", "profile", "options", "threads"])
-    ap.add_argument("--tiny", type=Path, default=Path(os.environ.get("NCLAB_DATA", "../shared/data")) / "tiny-imagenet-32",
+    ap.add_argument("--tiny", type=Path, default=default_tiny(),
                     help="the tiny-imagenet-32 folder (default $NCLAB_DATA/tiny-imagenet-32, NCLAB_DATA defaulting "
                          "to ../shared/data, as the recipes)")
     ap.add_argument("--repeats", type=int, default=3)
@@ -303,9 +314,8 @@ def main() -> None:
         if over is None:
             print(f"{case}: skipped (no tiny-imagenet-32 under {args.tiny})")
             continue
-        classes, steps = CASES[case][1], CASES[case][2]
-        common = over + ["train.epochs=1", "optim.lr=0.05", "schedule.name=constant", "trainer.progress=false",
-                         "data.holdout=4", f"data.source_classes={classes}", f"trainer.threads={args.threads}"]
+        steps = CASES[case][2]
+        common = common_overrides(over, case, args.threads)
         if "loop" in args.sections:
             loop_section(case, common, args.nclab, args.repeats)
         if "profile" in args.sections:
