@@ -58,16 +58,19 @@ def test_cosine_head_is_scaled_cosine_and_its_linear_form_decides_alike():
     torch.manual_seed(0)
     m = create_model("conv4", n_classes=7, head="cosine").double().eval()
     x = torch.randn(16, 1, 28, 28, dtype=torch.float64)
-    h, logits = m(x, return_features=True)
+    with torch.no_grad():
+        h, logits = m(x, return_features=True)
     W = m.head.weight.detach()
     brute = torch.tensor([[10.0 * float(w @ f) / float(w.norm() * f.norm()) for w in W] for f in h], dtype=torch.float64)
     assert torch.allclose(logits, brute, rtol=1e-12, atol=1e-12)          # s = 10 at the start
-    assert torch.allclose(m.head(3.5 * h), logits, rtol=1e-12)           # blind to the feature norm
+    with torch.no_grad():
+        assert torch.allclose(m.head(3.5 * h), logits, rtol=1e-12)       # blind to the feature norm
     Wl, b = classifier_weights(m)
     assert (b == 0).all()
-    assert torch.equal((h.detach().float() @ torch.as_tensor(Wl).T).argmax(1), logits.argmax(1))
+    assert torch.equal((h.float() @ torch.as_tensor(Wl).T).argmax(1), logits.argmax(1))
     m.head.scale.data.fill_(3.0)                                          # the scale is learned
-    assert torch.allclose(m.head(h), 0.3 * logits, rtol=1e-12)
+    with torch.no_grad():
+        assert torch.allclose(m.head(h), 0.3 * logits, rtol=1e-12)
     assert "head.scale" in dict(m.named_parameters())
 
 
