@@ -13,16 +13,21 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
+import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_throughput as bt  # noqa: E402  (sets OMP_WAIT_POLICY through nclab before torch)
 import torch  # noqa: E402
 
+from lightning_fabric import Fabric  # noqa: E402
+
 from nclab.config import load_config  # noqa: E402
 from nclab.data.prepare import prepare_data  # noqa: E402
+from nclab.models import create_model  # noqa: E402
 
 KERNELS = ("run_backward", "conv2d", "batch_norm", "max_pool2d", "relu_", "leaky_relu", "_single_tensor_sgd",
            "_multi_tensor_sgd")
@@ -39,16 +44,12 @@ def kernel_seconds(stats: pstats.Stats) -> float:
 
 def fabric_step_check(case: str, steps: int = 24) -> None:
     """Median step time of one model, one fixed batch: plain PyTorch against Fabric's wrapper."""
-    from lightning_fabric import Fabric
-    import statistics
-    import time
-
     size, chans = (28, 1) if case == "conv4-28" else (32, 3)
     cl = torch.channels_last
     models = []
     for _ in range(2):
         torch.manual_seed(0)
-        m = bt.create_model(case.split("-")[0], in_channels=chans, n_classes=8, image_size=size).to(memory_format=cl)
+        m = create_model(case.split("-")[0], in_channels=chans, n_classes=8, image_size=size).to(memory_format=cl)
         models.append((m, torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9)))
     fabric = Fabric(accelerator="cpu", devices=1, precision="32-true")
     wrapped, opt = fabric.setup(*models[1])
