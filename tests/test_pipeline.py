@@ -53,6 +53,35 @@ def test_epoch_batches_cover_a_permutation_and_resume_mid_epoch():
     assert len(list(EpochBatchSampler(103, 10, seed=5, epoch=2, drop_last=True))) == 10
 
 
+def test_class_balanced_batches_are_whole_groups_and_resume():
+    y = np.repeat(np.arange(7), [5, 9, 4, 12, 3, 8, 6])
+    np.random.default_rng(1).shuffle(y)
+    k, B = 3, 12
+    s = EpochBatchSampler(len(y), B, seed=4, epoch=1, labels=y, per_class=k)
+    full = list(s)
+    kept = sum(c // k * k for c in np.bincount(y))                        # 3+9+3+12+3+6+6 = 42
+    assert s.epoch_size() == kept == 42 and len(full) == kept // B == 3
+    idx = np.concatenate([b.indices for b in full])
+    assert len(set(idx.tolist())) == len(idx)                              # no sample twice in an epoch
+    for b in full:
+        groups = y[b.indices].reshape(-1, k)
+        assert len(b.indices) == B and np.all(groups == groups[:, :1])     # B / k groups of one class each
+    # every class contributes a multiple of k over the whole order, its remainder sits out
+    order = s._order()
+    assert len(order) == kept and np.all(np.bincount(y[order], minlength=7) == np.bincount(y) // k * k)
+    tail = list(EpochBatchSampler(len(y), B, seed=4, epoch=1, start_step=1, labels=y, per_class=k))
+    assert all(np.array_equal(a.indices, b.indices) and a.seed == b.seed for a, b in zip(full[1:], tail))
+    other = [b.indices for b in EpochBatchSampler(len(y), B, seed=4, epoch=2, labels=y, per_class=k)]
+    assert not np.array_equal(other[0], full[0].indices)
+    # two processes: each rank's slice is whole groups of the single-process batch
+    r0, r1 = (list(EpochBatchSampler(len(y), B, 4, 1, rank=r, world=2, labels=y, per_class=k)) for r in (0, 1))
+    for a, b, c in zip(full, r0, r1):
+        assert np.array_equal(a.indices, b.indices) and (b.lo, b.hi, c.lo, c.hi) == (0, 6, 6, 12)
+    for bad, world in [(5, 1), (1, 1), (6, 4)]:                           # 12 % 5, k = 1, 12 % (6 * 4)
+        with pytest.raises(NclabError, match="batch_per_class"):
+            EpochBatchSampler(len(y), B, 4, 1, world=world, labels=y, per_class=bad)
+
+
 def test_ranks_split_the_single_process_batch_exactly():
     ds = tiny_dataset()
     images = torch.as_tensor(ds.images).unsqueeze(1)

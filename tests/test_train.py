@@ -51,7 +51,10 @@ def test_same_seed_same_weights_other_seed_differs(tmp_path, tiny_registered):
 FAST = ["trainer.channels_last=true", "trainer.precision=bf16-mixed", "data.crop_scale=[0.5, 1]", "data.jitter=0.4"]
 
 
-@pytest.mark.parametrize("every, options", [(0, []), (3, ["trainer.channels_last=false"]), (3, FAST)])
+PROTO = ["train.batch_per_class=4", "train.regularizers=[{proto: {strength: 0.5}}]"]
+
+
+@pytest.mark.parametrize("every, options", [(0, []), (3, ["trainer.channels_last=false"]), (3, FAST), (2, PROTO)])
 def test_resume_after_a_crash_is_bitwise_identical(tmp_path, tiny_registered, every, options):
     extra = [f"trainer.ckpt_every_steps={every}", "model.options.norm=batch"] + options
     ref = _run(tmp_path, "ref", tiny_registered, extra)
@@ -108,6 +111,7 @@ def test_losses_match_their_definitions():
                                              ("model.backbone=resnet50", ["resnet50", "resnet12"]),
                                              ("optim.name=lion", ["lion", "adamw"]),
                                              ("train.batch_size=7", ["batch_size"]),
+                                             ("train.batch_per_class=3", ["train.batch_per_class=3", "batch_size=20"]),
                                              ("train.regularizers=[{gcc: {alpha: 1}}]", ["gcc", "gc"]),
                                              ("data.crop_scale=[0.5, 2]", ["data.crop_scale"]),
                                              ("data.jitter=1.5", ["data.jitter"])])

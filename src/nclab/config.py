@@ -202,6 +202,15 @@ class ScheduleConfig:
         check_range("schedule.min_lr", self.min_lr, 0, 1)
 
 
+def check_batch_per_class(batch_size: int, per_class: int, world: int = 1) -> None:
+    """Class-balanced batches: each process's share of the batch is whole groups of ``per_class``."""
+    if per_class == 0:
+        return
+    if per_class < 2 or batch_size % (per_class * world):
+        raise NclabError(f"train.batch_per_class={per_class}: expected 0 (plain shuffling) or k >= 2 dividing "
+                         f"the batch of each process (train.batch_size={batch_size} over {world} process(es))")
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 10
@@ -210,6 +219,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     regularizers: list = field(default_factory=list)   # e.g. [{gc: {alpha: 1e-6, probes: 1}}]
     drop_last: bool = True
+    batch_per_class: int = 0              # class-balanced batches: batch_size / k classes with k images each
+                                          # (k >= 2, e.g. for the proto regulariser); 0: plain shuffling
     select: str | None = None             # model selection: keep best.safetensors at the best value of this
                                           # val probe metric, e.g. val/fewshot/5w1s/ncc (nclab.experiments.select)
     select_mode: str = "auto"             # max | min | auto (inferred from the metric's name)
@@ -219,6 +230,9 @@ class TrainConfig:
         check_range("train.batch_size", self.batch_size, 1, integer=True)
         check_name("train.loss", self.loss)
         check_range("train.label_smoothing", self.label_smoothing, 0, 1, high_open=True)
+        check_range("train.batch_per_class", self.batch_per_class, 0, integer=True)
+        if self.batch_per_class:
+            check_batch_per_class(self.batch_size, self.batch_per_class)
         if self.select is not None and (not isinstance(self.select, str) or not self.select.strip()):
             raise NclabError(f"train.select={self.select!r}: expected a val probe metric such as val/fewshot/5w1s/ncc")
         if self.select_mode not in ("auto", "max", "min"):

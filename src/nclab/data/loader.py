@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from nclab.config import DataConfig
+from nclab.config import DataConfig, check_batch_per_class
 from nclab.data.transforms import Augment, Preprocess
 from nclab.errors import NclabError
 
@@ -36,23 +36,56 @@ class BatchSpec:
 
 
 class EpochBatchSampler(Sampler):
-    """Yields the :class:`BatchSpec` of steps ``start_step..`` of epoch ``epoch``."""
+    """Yields the :class:`BatchSpec` of steps ``start_step..`` of epoch ``epoch``.
+
+    With ``per_class`` = k > 0 and the sample ``labels``, batches are class-balanced (as episodic
+    and metric-learning training draw them): each class's samples are shuffled and cut into groups
+    of k (a remainder of fewer than k sits the epoch out), the groups are shuffled, and a batch is
+    ``batch_size / k`` consecutive groups, so every class in a batch has a multiple of k samples.
+    """
 
     def __init__(self, n: int, batch_size: int, seed: int, epoch: int, start_step: int = 0,
-                 drop_last: bool = True, rank: int = 0, world: int = 1):
+                 drop_last: bool = True, rank: int = 0, world: int = 1, labels=None, per_class: int = 0):
         self.n, self.batch_size, self.seed, self.epoch = n, batch_size, seed, epoch
         self.start_step, self.drop_last, self.rank, self.world = start_step, drop_last, rank, world
+        self.labels, self.per_class = labels, per_class
+        if per_class:
+            check_batch_per_class(batch_size, per_class, world)
+            if labels is None or len(labels) != n:
+                raise NclabError("class-balanced batches need one label per sample")
+            self.labels = np.asarray(labels)
+
+    def epoch_size(self) -> int:
+        """Samples an epoch visits: all of them, or with ``per_class`` k the whole groups of k."""
+        if not self.per_class:
+            return self.n
+        return int((np.bincount(self.labels) // self.per_class).sum()) * self.per_class
 
     def steps_per_epoch(self) -> int:
-        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+        m = self.epoch_size()
+        return m // self.batch_size if self.drop_last else -(-m // self.batch_size)
 
     def __len__(self) -> int:
         return max(0, self.steps_per_epoch() - self.start_step)
 
+    def _order(self) -> np.ndarray:
+        g = torch.Generator().manual_seed(_seed_int(self.seed, self.epoch))
+        perm = torch.randperm(self.n, generator=g).numpy()
+        if not self.per_class:
+            return perm
+        k = self.per_class
+        by_class = perm[np.argsort(self.labels[perm], kind="stable")]        # each class in shuffled order
+        counts = np.bincount(self.labels, minlength=int(self.labels.max()) + 1)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        lab = self.labels[by_class]
+        keep = np.arange(self.n) - starts[lab] < (counts[lab] // k) * k
+        groups = by_class[keep].reshape(-1, k)
+        return groups[torch.randperm(len(groups), generator=g).numpy()].reshape(-1)
+
     def __iter__(self):
-        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(_seed_int(self.seed, self.epoch))).numpy()
+        order = self._order()
         for step in range(self.start_step, self.steps_per_epoch()):
-            idx = perm[step * self.batch_size:(step + 1) * self.batch_size]
+            idx = order[step * self.batch_size:(step + 1) * self.batch_size]
             per = -(-len(idx) // self.world)
             lo, hi = min(len(idx), self.rank * per), min(len(idx), (self.rank + 1) * per)
             yield BatchSpec(_seed_int(self.seed, self.epoch, step, 1), idx, lo, hi)
@@ -118,9 +151,12 @@ def _seed_worker(worker_id: int) -> None:
 
 
 def train_loader(dataset: AugmentedImages, batch_size: int, seed: int, epoch: int, start_step: int = 0,
-                 drop_last: bool = True, rank: int = 0, world: int = 1, num_workers: int = 0) -> DataLoader:
-    """The DataLoader of one epoch (from ``start_step``); workers are seeded from ``seed``."""
-    sampler = EpochBatchSampler(len(dataset), batch_size, seed, epoch, start_step, drop_last, rank, world)
+                 drop_last: bool = True, rank: int = 0, world: int = 1, num_workers: int = 0,
+                 per_class: int = 0) -> DataLoader:
+    """The DataLoader of one epoch (from ``start_step``); workers are seeded from ``seed``;
+    ``per_class`` > 0: class-balanced batches (:class:`EpochBatchSampler`)."""
+    sampler = EpochBatchSampler(len(dataset), batch_size, seed, epoch, start_step, drop_last, rank, world,
+                                dataset.labels.numpy() if per_class else None, per_class)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=_identity, num_workers=num_workers,
                       worker_init_fn=_seed_worker if num_workers else None,
                       generator=torch.Generator().manual_seed(_seed_int(seed, epoch, 2)),

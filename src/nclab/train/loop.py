@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from nclab.config import RunConfig
-from nclab.data.loader import AugmentedImages, augment_from_config, eval_batches, train_loader
+from nclab.data.loader import AugmentedImages, EpochBatchSampler, augment_from_config, eval_batches, train_loader
 from nclab.data.prepare import PreparedData, prepare_data
 from nclab.data.transforms import Preprocess
 from nclab.errors import NclabError
@@ -98,7 +98,8 @@ def train_worker(fabric, run_dir: str | Path, callbacks: Sequence[EpochCallback]
     model = model.to(memory_format=fmt)
     optimizer = build_optimizer(model.parameters(), cfg.optim)
     world = fabric.world_size
-    steps_per_epoch = len(train_set) // tc.batch_size if tc.drop_last else -(-len(train_set) // tc.batch_size)
+    steps_per_epoch = EpochBatchSampler(len(train_set), tc.batch_size, cfg.trainer.seed, 0, 0, tc.drop_last, 0, world,
+                                        train_set.labels, tc.batch_per_class).steps_per_epoch()
     scheduler = build_scheduler(optimizer, cfg.schedule, tc.epochs, steps_per_epoch)
     loss_fn = make_loss(tc.loss, train_set.n_classes, tc.label_smoothing)
     regs = build_regularizers(tc.regularizers)
@@ -168,7 +169,7 @@ def train_worker(fabric, run_dir: str | Path, callbacks: Sequence[EpochCallback]
         t_start = time.perf_counter()
         wrapped.train()
         loader = train_loader(dataset, tc.batch_size, cfg.trainer.seed, epoch, step, tc.drop_last,
-                              fabric.global_rank, world, cfg.data.num_workers)
+                              fabric.global_rank, world, cfg.data.num_workers, tc.batch_per_class)
         lr = optimizer.param_groups[0]["lr"]
         for x, y in loader:
             x, y = x.to(fabric.device, memory_format=fmt), y.to(fabric.device)

@@ -170,3 +170,61 @@ class CDNVRegularizer:
         if self.strength == 0:
             return torch.zeros((), device=features.device)
         return self.strength * batch_cdnv(features, labels, self.min_per_class, self.eps)
+
+
+def batch_proto_loss(features: torch.Tensor, labels: torch.Tensor, scale: float = 10.0) -> torch.Tensor:
+    """Prototypical (nearest class mean) cross-entropy of one batch, on the features the few-shot
+    NCC head sees (centred, here on the batch mean, then L2-normalised: z_i = CL2N(h_i)):
+
+        logit_ic = -scale ||z_i - p_c||^2,   p_c = mean of the z_j with y_j = c, j != i,
+        loss = mean over i of CE(logit_i, y_i),
+
+    i.e. every sample is the query of an episode whose supports are the rest of the batch
+    (leave-one-out prototypes for its own class, as in Snell et al. 2017 with the batch as the
+    episode). Samples of classes seen once have no prototype of their own and are not queries
+    (they still shape the other classes' prototype set); zero when none qualifies.
+    """
+    h = features.flatten(1)
+    h = h.to(torch.promote_types(h.dtype, torch.float32))
+    h = h - h.mean(0, keepdim=True)
+    z = h / torch.linalg.vector_norm(h, dim=1, keepdim=True).clamp_min(1e-12)
+    classes, inv, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+    sums = torch.zeros(len(classes), z.shape[1], dtype=z.dtype, device=z.device).index_add_(0, inv, z)
+    protos = sums / counts[:, None].to(z.dtype)
+    query = counts[inv] >= 2
+    if not bool(query.any()):
+        return h.sum() * 0
+    zq, cq = z[query], inv[query]
+    d2 = 1 - 2 * zq @ protos.T + protos.pow(2).sum(1)        # ||z - p||^2 to the full class means (||z|| = 1) ...
+    own = (sums[cq] - zq) / (counts[cq] - 1)[:, None].to(z.dtype)
+    d2 = d2.scatter(1, cq[:, None], (zq - own).pow(2).sum(1, keepdim=True))   # ... but its own class without it
+    return torch.nn.functional.cross_entropy(-scale * d2, cq)
+
+
+@register_regularizer("proto")
+class ProtoRegularizer:
+    """Loss term strength * :func:`batch_proto_loss`: trains the embedding for the nearest-class-
+    mean decision it is evaluated with (the episodic objective of Prototypical Networks and
+    Meta-Baseline, with the batch as the episode) next to the classifier's cross-entropy. Needs
+    several samples per class in each batch: use class-balanced batches (``train.batch_per_class``).
+    """
+
+    name = "proto"
+
+    def __init__(self, strength: float, scale: float = 10.0):
+        if not (isinstance(strength, (int, float)) and strength >= 0):
+            raise NclabError(f"strength must be a number >= 0, got {strength!r}")
+        if not (isinstance(scale, (int, float)) and scale > 0):
+            raise NclabError(f"scale must be a number > 0, got {scale!r}")
+        self.strength, self.scale = float(strength), float(scale)
+
+    def __repr__(self) -> str:
+        return f"ProtoRegularizer(strength={self.strength}, scale={self.scale})"
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, features: torch.Tensor, logits: torch.Tensor | None = None,
+                 labels: torch.Tensor | None = None) -> torch.Tensor:
+        if labels is None:
+            raise NclabError("the proto regulariser needs the batch labels")
+        if self.strength == 0:
+            return torch.zeros((), device=features.device)
+        return self.strength * batch_proto_loss(features, labels, self.scale)
