@@ -3,7 +3,7 @@
 One conv4 step (forward, loss, the arm's extra term, backward, SGD) on a fixed batch of 28 px
 glyph-sized random images with 64 classes (the collapse-reg quick profile's shapes), for CE
 alone, CE + batch CDNV penalty, CE with a fixed simplex-ETF head, CE + the GC regulariser (one
-probe: a double back-propagation) and label smoothing. Steps alternate between the arms in
+probe: a double back-propagation), label smoothing and CE + the batch prototypical loss (proto). Steps alternate between the arms in
 rounds (so load drifts hit every arm alike); the result is each arm's median step time and its
 ratio to CE's median.
 
@@ -25,7 +25,7 @@ from nclab.train.regularizers import build_regularizers
 
 ARMS = {"ce": ("linear", [], 0.0), "cdnv": ("linear", [{"cdnv": {"strength": 1.0}}], 0.0),
         "etf": ("etf", [], 0.0), "gc": ("linear", [{"gc": {"alpha": 1e-3, "probes": 1}}], 0.0),
-        "ls": ("linear", [], 0.1)}
+        "ls": ("linear", [], 0.1), "proto": ("linear", [{"proto": {"strength": 1.0}}], 0.0)}
 
 
 def main() -> None:
