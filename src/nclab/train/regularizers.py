@@ -136,8 +136,23 @@ def batch_cdnv(features: torch.Tensor, labels: torch.Tensor, min_per_class: int 
     return ((var[i] + var[j]) / (2 * d2 + eps)).mean()
 
 
+class _BatchLabelTerm:
+    """A regulariser strength * term(features, labels) of the batch's embedding and labels."""
+
+    name: str
+    strength: float
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, features: torch.Tensor, logits: torch.Tensor | None = None,
+                 labels: torch.Tensor | None = None) -> torch.Tensor:
+        if labels is None:
+            raise NclabError(f"the {self.name} regulariser needs the batch labels")
+        if self.strength == 0:
+            return torch.zeros((), device=features.device)
+        return self.strength * self.term(features, labels)
+
+
 @register_regularizer("cdnv")
-class CDNVRegularizer:
+class CDNVRegularizer(_BatchLabelTerm):
     """Loss term strength * batch CDNV of the penultimate embedding (:func:`batch_cdnv`): an
     explicit push towards collapse (within-class variance small against the distances of the
     class means), the seed talk's open question ("does enforcing collapse help transfer?").
@@ -163,13 +178,8 @@ class CDNVRegularizer:
     def __repr__(self) -> str:
         return f"CDNVRegularizer(strength={self.strength}, min_per_class={self.min_per_class}, eps={self.eps})"
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, features: torch.Tensor, logits: torch.Tensor | None = None,
-                 labels: torch.Tensor | None = None) -> torch.Tensor:
-        if labels is None:
-            raise NclabError("the cdnv regulariser needs the batch labels")
-        if self.strength == 0:
-            return torch.zeros((), device=features.device)
-        return self.strength * batch_cdnv(features, labels, self.min_per_class, self.eps)
+    def term(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return batch_cdnv(features, labels, self.min_per_class, self.eps)
 
 
 def batch_proto_loss(features: torch.Tensor, labels: torch.Tensor, scale: float = 10.0) -> torch.Tensor:
@@ -202,7 +212,7 @@ def batch_proto_loss(features: torch.Tensor, labels: torch.Tensor, scale: float 
 
 
 @register_regularizer("proto")
-class ProtoRegularizer:
+class ProtoRegularizer(_BatchLabelTerm):
     """Loss term strength * :func:`batch_proto_loss`: trains the embedding for the nearest-class-
     mean decision it is evaluated with (the episodic objective of Prototypical Networks and
     Meta-Baseline, with the batch as the episode) next to the classifier's cross-entropy. Needs
@@ -221,10 +231,5 @@ class ProtoRegularizer:
     def __repr__(self) -> str:
         return f"ProtoRegularizer(strength={self.strength}, scale={self.scale})"
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, features: torch.Tensor, logits: torch.Tensor | None = None,
-                 labels: torch.Tensor | None = None) -> torch.Tensor:
-        if labels is None:
-            raise NclabError("the proto regulariser needs the batch labels")
-        if self.strength == 0:
-            return torch.zeros((), device=features.device)
-        return self.strength * batch_proto_loss(features, labels, self.scale)
+    def term(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return batch_proto_loss(features, labels, self.scale)
