@@ -335,3 +335,16 @@ def test_gc_against_transfer_figure_one_colour_per_knob(run_dir, tmp_path):
     for c, key in zip(fig.correlations, ("novel/cdnv_debiased", "novel/fewshot/2w5s/ncc")):
         assert c["y"] == f"final {key}" and c["n"] == 6
         assert c["rho"] == pytest.approx(scipy.stats.spearmanr(gc, [r[key] for r in finals.values()]).statistic)
+
+
+def test_html_cells_numbers_right_prose_wraps_short_text_stays():
+    from nclab.report.html import LONG_CELL, table_html
+    from nclab.report.markdown import Table
+    prose = "Does explicitly enforcing neural collapse during pre-training improve few-shot transfer? " * 2
+    assert len(prose) > LONG_CELL
+    html = table_html(Table("t", ["key", "value"], [["runs", "12"], ["question", prose],
+                                                     ["delta", "-0.12 [-0.46, +0.22] (n=3)"]]))
+    assert '<td class="num">12</td>' in html                       # a number: right-aligned
+    assert f"<td class=\"long\">{prose}</td>" in html             # prose: wraps
+    assert '<td>-0.12 [-0.46, +0.22] (n=3)</td>' in html           # short text: one line
+    assert "<td>runs</td>" in html

@@ -10,6 +10,7 @@ from html import escape
 from nclab.report.markdown import Table
 
 NUMBER = re.compile(r"^[-+]?[\d.]+(e[-+]?\d+)?%?( ± [\d.]+(e[-+]?\d+)?)?( \(n=\d+\))?$")   # right-aligned cells
+LONG_CELL = 80                # characters: longer text cells wrap
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1200px;
        padding: 0 1em; color: #222; line-height: 1.45; }
@@ -20,6 +21,7 @@ nav { font-size: 0.92em; } nav a { margin-right: 1em; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.3em 0; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; white-space: nowrap; }
+td.long { white-space: normal; min-width: 24em; max-width: 44em; }   /* prose wraps, so a table fits the page */
 th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tbody tr:nth-child(even) { background: #fafafa; }
 .caption, figcaption { color: #444; font-size: 0.9em; max-width: 60em; }
@@ -28,10 +30,16 @@ figure { margin: 1.5em 0 2.5em; } figure img { max-width: 100%; height: auto; bo
 """
 
 
+def _cell_class(text: str) -> str:
+    """Numbers align right; prose (a question, an answer) wraps instead of widening its column."""
+    if NUMBER.match(text):
+        return ' class="num"'
+    return ' class="long"' if len(text) > LONG_CELL else ""
+
+
 def table_html(t: Table) -> str:
     head = "".join(f"<th>{escape(c)}</th>" for c in t.columns)
-    body = "".join("<tr>" + "".join(f'<td class="num">{escape(c)}</td>' if NUMBER.match(c) else f"<td>{escape(c)}</td>"
-                                    for c in row) + "</tr>" for row in t.rows)
+    body = "".join("<tr>" + "".join(f"<td{_cell_class(c)}>{escape(c)}</td>" for c in row) + "</tr>" for row in t.rows)
     parts = [f"<h3>{escape(t.title)}</h3>"]
     if t.source:
         parts.append(f'<div class="source">from <code>{escape(t.source)}</code></div>')
