@@ -3,9 +3,9 @@
 One conv4 step (forward, loss, the arm's extra term, backward, SGD) on a fixed batch of 28 px
 glyph-sized random images with 64 classes (the collapse-reg quick profile's shapes), for CE
 alone, CE + batch CDNV penalty, CE with a fixed simplex-ETF head, CE + the GC regulariser (one
-probe: a double back-propagation), label smoothing and CE + the batch prototypical loss (proto). Steps alternate between the arms in
-rounds (so load drifts hit every arm alike); the result is each arm's median step time and its
-ratio to CE's median.
+probe: a double back-propagation), label smoothing and CE + the batch prototypical loss (proto).
+Steps alternate between the arms in rounds (so load drifts hit every arm alike); the result is
+each arm's median step time and its ratio to CE's median.
 
     python benchmarks/bench_regularizers.py [--rounds 30] [--batch 64] [--threads 1]
 """

@@ -19,6 +19,8 @@ import scipy.stats
 import yaml
 
 from nclab.cli import main
+from nclab.report.html import LONG_CELL, table_html
+from nclab.report.markdown import Table
 
 SPLITS = ("train", "test", "val", "novel")
 
@@ -338,8 +340,6 @@ def test_gc_against_transfer_figure_one_colour_per_knob(run_dir, tmp_path):
 
 
 def test_html_cells_numbers_right_prose_wraps_short_text_stays():
-    from nclab.report.html import LONG_CELL, table_html
-    from nclab.report.markdown import Table
     prose = "Does explicitly enforcing neural collapse during pre-training improve few-shot transfer? " * 2
     assert len(prose) > LONG_CELL
     html = table_html(Table("t", ["key", "value"], [["runs", "12"], ["question", prose],

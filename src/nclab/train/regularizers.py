@@ -137,7 +137,8 @@ def batch_cdnv(features: torch.Tensor, labels: torch.Tensor, min_per_class: int 
 
 
 class _BatchLabelTerm:
-    """A regulariser strength * term(features, labels) of the batch's embedding and labels."""
+    """A regulariser strength * term(features, labels) of the batch's embedding and labels;
+    subclasses set ``name`` and ``strength`` and define ``term``."""
 
     name: str
     strength: float
