@@ -52,9 +52,11 @@ FAST = ["trainer.channels_last=true", "trainer.precision=bf16-mixed", "data.crop
 
 
 PROTO = ["train.batch_per_class=4", "train.regularizers=[{proto: {strength: 0.5}}]"]
+ROTATION = FAST + ["train.regularizers=[{rotation: {strength: 1.0, fraction: 0.5}}]"]
 
 
-@pytest.mark.parametrize("every, options", [(0, []), (3, ["trainer.channels_last=false"]), (3, FAST), (2, PROTO)])
+@pytest.mark.parametrize("every, options", [(0, []), (3, ["trainer.channels_last=false"]), (3, FAST), (2, PROTO),
+                                            (3, ROTATION)])
 def test_resume_after_a_crash_is_bitwise_identical(tmp_path, tiny_registered, every, options):
     extra = [f"trainer.ckpt_every_steps={every}", "model.options.norm=batch"] + options
     ref = _run(tmp_path, "ref", tiny_registered, extra)
@@ -129,3 +131,45 @@ def test_unwritable_output_is_a_clear_error(tmp_path, tiny_registered):
         _run(tmp_path / "file", "run", tiny_registered)
     with pytest.raises(NclabError, match="already exists"):
         _run(tmp_path, "file", tiny_registered)
+
+
+def test_precision_auto_is_native_bf16_or_fp32(monkeypatch):
+    import nclab.train.run as run_mod
+    from nclab.config import load_config
+    cfg = load_config(None, ["trainer.precision=auto"]).check()
+    for native, want in [(True, "bf16-mixed"), (False, "32-true")]:
+        monkeypatch.setattr(run_mod, "native_bf16", lambda accelerator, native=native: native)
+        assert run_mod.resolve_precision(cfg).trainer.precision == want
+        assert run_mod.resolve_precision(load_config(None, ["trainer.precision=64-true"])).trainer.precision == "64-true"
+    assert cfg.trainer.precision == "auto"                        # the given config is not changed
+
+
+def test_native_bf16_follows_the_cpu_flags():
+    from pathlib import Path
+    from nclab.train.run import native_bf16
+    info = Path("/proc/cpuinfo")
+    if not info.exists():
+        pytest.skip("no /proc/cpuinfo to read the CPU's flags from")
+    flags = set(next(line for line in info.read_text().splitlines() if line.startswith("flags")).split(":")[1].split())
+    if not any(f.startswith("avx512") for f in flags):
+        assert native_bf16("cpu") is False                       # AVX2 only: emulated bf16, use fp32
+    elif flags & {"avx512_bf16", "amx_bf16"}:
+        assert native_bf16("cpu") is True
+    else:
+        pytest.skip("AVX-512 without BF16: oneDNN's choice is not fixed by the flags")
+    assert native_bf16("mps") is False
+
+
+def test_auto_precision_is_written_at_start_and_kept_on_resume(tmp_path, tiny_registered, monkeypatch):
+    import nclab.train.run as run_mod
+    extra = ["trainer.ckpt_every_steps=3", "model.options.norm=batch"]
+    ref = _run(tmp_path, "ref", tiny_registered, extra + ["trainer.precision=32-true"])
+    monkeypatch.setattr(run_mod, "native_bf16", lambda accelerator: False)
+    with pytest.raises(Crash):
+        _run(tmp_path, "cut", tiny_registered, extra + ["trainer.precision=auto"], callbacks=[crash_at(2)])
+    cut = tmp_path / "cut"
+    assert "precision: 32-true" in (cut / "config.yaml").read_text()
+    monkeypatch.setattr(run_mod, "native_bf16", lambda accelerator: True)   # resumed on a bf16 machine
+    resume_run(cut)
+    a, b = load_file(ref.weights_path), load_file(cut / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -243,7 +243,8 @@ class TrainConfig:
 class TrainerConfig:
     accelerator: str = "cpu"              # cpu | cuda | auto
     devices: int = 1                      # processes (DDP via Lightning Fabric when > 1)
-    precision: str = "32-true"            # Fabric precision: 32-true | 64-true | bf16-mixed | 16-mixed
+    precision: str = "32-true"            # Fabric precision: 32-true | 64-true | bf16-mixed | 16-mixed | auto
+                                          # (auto: bf16-mixed where the device has native bf16, else 32-true)
     seed: int = 0
     threads: int | None = None            # torch intra-op threads per process (None: torch default)
     channels_last: bool = True            # NHWC memory format for model and batches (1.2x faster conv training here, more under load)

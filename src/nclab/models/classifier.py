@@ -7,12 +7,16 @@ from torch import nn
 
 
 class Classifier(nn.Module):
-    """``features(x)`` = f(x) (penultimate, pooled); ``forward(x)`` = g(f(x)) (logits)."""
+    """``features(x)`` = f(x) (penultimate, pooled); ``forward(x)`` = g(f(x)) (logits).
+
+    ``aux`` holds the heads of auxiliary training objectives on f (e.g. the rotation
+    regulariser's); empty, it adds nothing to the weights."""
 
     def __init__(self, backbone: nn.Module, head: nn.Module):
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.aux = nn.ModuleDict()
 
     @property
     def feature_dim(self) -> int:

@@ -39,9 +39,14 @@ from nclab.train.rundir import RunDir
 
 
 def build_model(cfg: RunConfig, preprocess: Preprocess, n_classes: int) -> Classifier:
-    """The run's network, from its config and preprocessing (same call at start, resume, load)."""
-    return create_model(cfg.model.backbone, in_channels=preprocess.channels, n_classes=n_classes,
-                        head=cfg.model.head, image_size=preprocess.image_size, **cfg.model.options)
+    """The run's network, from its config and preprocessing (same call at start, resume, load),
+    with the auxiliary heads its regularisers train (``model.aux[name]``)."""
+    model = create_model(cfg.model.backbone, in_channels=preprocess.channels, n_classes=n_classes,
+                         head=cfg.model.head, image_size=preprocess.image_size, **cfg.model.options)
+    for reg in build_regularizers(cfg.train.regularizers):
+        if hasattr(reg, "aux_head"):
+            model.aux[reg.name] = reg.aux_head(model.feature_dim)
+    return model
 
 
 def _param_dtype(model: torch.nn.Module) -> torch.dtype:
@@ -179,7 +184,8 @@ def train_worker(fabric, run_dir: str | Path, callbacks: Sequence[EpochCallback]
             loss = loss_fn(logits, y)
             total = loss
             for r in regs:
-                term = r(model, x, h, logits, y)
+                with fabric.autocast():                  # the run's precision, as the forward
+                    term = r(model, x, h, logits, y)
                 total = total + term
                 sums[f"reg_{r.name}"] += term.detach().double() * len(y)
             optimizer.zero_grad(set_to_none=True)

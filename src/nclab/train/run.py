@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from collections.abc import Sequence
@@ -18,13 +19,36 @@ from nclab.train.optim import build_optimizer, check_schedule
 from nclab.train.regularizers import build_regularizers
 from nclab.train.rundir import RunDir
 
-PRECISIONS = ("32-true", "64-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true")
+PRECISIONS = ("32-true", "64-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "auto")
 ACCELERATORS = ("cpu", "cuda", "gpu", "mps", "auto")
+
+
+def native_bf16(accelerator: str) -> bool:
+    """Whether the device a run with this accelerator trains on computes bf16 natively: a CUDA
+    device with bf16 support, or a CPU whose oneDNN has bf16 kernels (AVX-512 BF16 / AMX). On a
+    CPU without them (AVX2 only) bf16 autocast is emulated and an order of magnitude slower
+    than fp32 (BENCHMARKS.md, training throughput)."""
+    import torch
+    if accelerator in ("cuda", "gpu", "auto") and torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    if accelerator in ("cpu", "auto"):
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def resolve_precision(cfg: RunConfig) -> RunConfig:
+    """``trainer.precision=auto`` -> ``bf16-mixed`` where the device computes bf16 natively
+    (:func:`native_bf16`), else ``32-true``; any other value unchanged. Resolved once when a run
+    starts and written to its config.yaml, so a resume (on any machine) keeps the precision."""
+    if cfg.trainer.precision != "auto":
+        return cfg
+    chosen = "bf16-mixed" if native_bf16(cfg.trainer.accelerator) else "32-true"
+    return dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, precision=chosen))
 
 
 def _fabric(cfg: RunConfig):
     from lightning_fabric import Fabric  # heavy import: only when training
-    t = cfg.trainer
+    t = resolve_precision(cfg).trainer
     if t.devices > 1:
         # Spawned processes (not a re-run of sys.argv) so the same code works from the CLI,
         # from Python and from tests.
@@ -134,7 +158,7 @@ def start_run(config: str | os.PathLike | None, overrides: Sequence[str] = (), o
     """Validate, create the run directory (locked while this process trains it), train. Returns
     the finished run's directory. A start that fails before its first checkpoint removes the
     run directory again: nothing is left of it."""
-    cfg = (cfg if cfg is not None else load_config(config, list(overrides))).check()
+    cfg = resolve_precision((cfg if cfg is not None else load_config(config, list(overrides))).check())
     path = Path(out) if out is not None else RunDir.default_path(cfg.name)
     RunDir.check_new(path)
     data = prepare_data(cfg.data)
