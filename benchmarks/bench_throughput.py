@@ -20,11 +20,12 @@ The load average goes with every figure: other processes on the same cores chang
 change them differently for each thread setting.
 
 Cases (``--case``): ``conv4-28`` (glyphs, 28 px gray, batch 128, shift 2), ``conv4-32``
-(tiny-imagenet-32, 32 px RGB, batch 128, shift 4 + flip) and ``resnet12-32`` (tiny-imagenet-32,
-batch 64, shift 4 + flip). The tiny-imagenet cases need ``--tiny DIR`` (default
+(tiny-imagenet-32, 32 px RGB, batch 128, shift 4 + flip), ``resnet12-32`` (tiny-imagenet-32,
+batch 64, shift 4 + flip) and ``resnet12h-32`` (the omniglot / tiny recipes' half-width ResNet-12,
+tiny-imagenet-32, batch 128). The tiny-imagenet cases need ``--tiny DIR`` (default
 $NCLAB_DATA/tiny-imagenet-32, NCLAB_DATA defaulting to ../shared/data) and are skipped without it.
 
-    python benchmarks/bench_throughput.py [--case conv4-28 conv4-32 resnet12-32] [--repeats 3]
+    python benchmarks/bench_throughput.py [--case conv4-28 conv4-32 resnet12-32 resnet12h-32] [--repeats 3]
         [--sections loop profile options] [--threads 2] [--nclab key=value ...]
 """
 
@@ -49,13 +50,16 @@ from nclab.data.loader import AugmentedImages, augment_from_config, train_loader
 from nclab.data.prepare import prepare_data
 from nclab.data.transforms import Preprocess
 from nclab.models import create_model
-from nclab.train.run import start_run
+from nclab.train.run import native_bf16, start_run
 
 # case -> (overrides, source classes for the loop section, steps for profile / options)
 CASES = {
     "conv4-28": (["data.name=glyphs", "model.backbone=conv4", "train.batch_size=128", "data.shift=2"], 160, 30),
     "conv4-32": (["model.backbone=conv4", "train.batch_size=128", "data.shift=4"], 8, 20),
     "resnet12-32": (["model.backbone=resnet12", "train.batch_size=64", "data.shift=4"], 2, 3),
+    # the omniglot / tiny recipes' network: ResNet-12 at half the RFS widths, batch 128
+    "resnet12h-32": (["model.backbone=resnet12", "model.options={channels: [32, 64, 128, 256]}",
+                      "train.batch_size=128", "data.shift=4"], 4, 3),
 }
 
 
@@ -257,11 +261,13 @@ def options_section(case: str, common: list[str], steps: int, repeats: int, thre
 
 def child(case: str, steps: int, cl: bool) -> None:
     """(In a fresh process) images/s of forward + backward + SGD on random batches of the case's shape."""
-    shape = {"conv4-28": (128, 1, 28), "conv4-32": (128, 3, 32), "resnet12-32": (64, 3, 32)}[case]
+    shape = {"conv4-28": (128, 1, 28), "conv4-32": (128, 3, 32), "resnet12-32": (64, 3, 32), "resnet12h-32": (128, 3, 32)}[case]
     b, c, size = shape
     torch.manual_seed(0)
     fmt = torch.channels_last if cl else torch.contiguous_format
-    model = create_model(case.split("-")[0], in_channels=c, n_classes=64, image_size=size).to(memory_format=fmt)
+    options = {"channels": [32, 64, 128, 256]} if case == "resnet12h-32" else {}
+    model = create_model(case.split("-")[0].rstrip("h"), in_channels=c, n_classes=64, image_size=size,
+                         **options).to(memory_format=fmt)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x, y = torch.randn(b, c, size, size).contiguous(memory_format=fmt), torch.randint(0, 64, (b,))
     for i in range(steps + 2):
@@ -309,6 +315,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"{os.cpu_count()} cores, {args.threads} torch threads, torch {torch.__version__}, "
           f"load average at start {os.getloadavg()[0]:.2f}")
+    print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}, native bf16: {native_bf16('cpu')} "
+          f"(trainer.precision=auto trains in {'bf16-mixed' if native_bf16('cpu') else '32-true'})")
     for case in args.case:
         over = case_overrides(case, args.tiny)
         if over is None:
