@@ -3,7 +3,9 @@
 One conv4 step (forward, loss, the arm's extra term, backward, SGD) on a fixed batch of 28 px
 glyph-sized random images with 64 classes (the collapse-reg quick profile's shapes), for CE
 alone, CE + batch CDNV penalty, CE with a fixed simplex-ETF head, CE + the GC regulariser (one
-probe: a double back-propagation), label smoothing and CE + the batch prototypical loss (proto).
+probe: a double back-propagation), label smoothing, CE + the batch prototypical loss (proto) and
+CE + rotation self-supervision (rotation, half the batch turned: one extra forward / backward of
+32 images).
 Steps alternate between the arms in rounds (so load drifts hit every arm alike); the result is
 each arm's median step time and its ratio to CE's median.
 
@@ -25,7 +27,8 @@ from nclab.train.regularizers import build_regularizers
 
 ARMS = {"ce": ("linear", [], 0.0), "cdnv": ("linear", [{"cdnv": {"strength": 1.0}}], 0.0),
         "etf": ("etf", [], 0.0), "gc": ("linear", [{"gc": {"alpha": 1e-3, "probes": 1}}], 0.0),
-        "ls": ("linear", [], 0.1), "proto": ("linear", [{"proto": {"strength": 1.0}}], 0.0)}
+        "ls": ("linear", [], 0.1), "proto": ("linear", [{"proto": {"strength": 1.0}}], 0.0),
+        "rotation": ("linear", [{"rotation": {"strength": 1.0, "fraction": 0.5}}], 0.0)}
 
 
 def main() -> None:
@@ -43,8 +46,12 @@ def main() -> None:
     for name, (head, regs, ls) in ARMS.items():
         torch.manual_seed(0)
         model = create_model("conv4", 1, args.classes, head=head, image_size=28)
+        built = build_regularizers(regs)
+        for r in built:
+            if hasattr(r, "aux_head"):         # as the training loop's build_model does
+                model.aux[r.name] = r.aux_head(model.feature_dim)
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        setups[name] = (model, opt, build_regularizers(regs), ls)
+        setups[name] = (model, opt, built, ls)
 
     def step(name: str) -> float:
         model, opt, regs, ls = setups[name]
@@ -70,7 +77,7 @@ def main() -> None:
     ref = statistics.median(times["ce"])
     for name, ts in times.items():
         m = statistics.median(ts)
-        print(f"  {name:5s} {1000 * m:7.1f} ms/step   x{m / ref:.2f} of CE")
+        print(f"  {name:8s} {1000 * m:7.1f} ms/step   x{m / ref:.2f} of CE")
 
 
 if __name__ == "__main__":
