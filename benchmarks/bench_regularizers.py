@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from nclab.models import create_model
-from nclab.train.regularizers import build_regularizers
+from nclab.train.regularizers import attach_aux_heads, build_regularizers
 
 ARMS = {"ce": ("linear", [], 0.0), "cdnv": ("linear", [{"cdnv": {"strength": 1.0}}], 0.0),
         "etf": ("etf", [], 0.0), "gc": ("linear", [{"gc": {"alpha": 1e-3, "probes": 1}}], 0.0),
@@ -47,9 +47,7 @@ def main() -> None:
         torch.manual_seed(0)
         model = create_model("conv4", 1, args.classes, head=head, image_size=28)
         built = build_regularizers(regs)
-        for r in built:
-            if hasattr(r, "aux_head"):         # as the training loop's build_model does
-                model.aux[r.name] = r.aux_head(model.feature_dim)
+        attach_aux_heads(model, built)
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         setups[name] = (model, opt, built, ls)
 

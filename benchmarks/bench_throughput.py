@@ -261,13 +261,12 @@ def options_section(case: str, common: list[str], steps: int, repeats: int, thre
 
 def child(case: str, steps: int, cl: bool) -> None:
     """(In a fresh process) images/s of forward + backward + SGD on random batches of the case's shape."""
-    shape = {"conv4-28": (128, 1, 28), "conv4-32": (128, 3, 32), "resnet12-32": (64, 3, 32), "resnet12h-32": (128, 3, 32)}[case]
-    b, c, size = shape
+    cfg = load_config(None, CASES[case][0])             # the case's backbone, options and batch
+    b, (c, size) = cfg.train.batch_size, ((1, 28) if case == "conv4-28" else (3, 32))
     torch.manual_seed(0)
     fmt = torch.channels_last if cl else torch.contiguous_format
-    options = {"channels": [32, 64, 128, 256]} if case == "resnet12h-32" else {}
-    model = create_model(case.split("-")[0].rstrip("h"), in_channels=c, n_classes=64, image_size=size,
-                         **options).to(memory_format=fmt)
+    model = create_model(cfg.model.backbone, in_channels=c, n_classes=64, image_size=size,
+                         **cfg.model.options).to(memory_format=fmt)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x, y = torch.randn(b, c, size, size).contiguous(memory_format=fmt), torch.randint(0, 64, (b,))
     for i in range(steps + 2):
@@ -315,8 +314,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"{os.cpu_count()} cores, {args.threads} torch threads, torch {torch.__version__}, "
           f"load average at start {os.getloadavg()[0]:.2f}")
-    print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}, native bf16: {native_bf16('cpu')} "
-          f"(trainer.precision=auto trains in {'bf16-mixed' if native_bf16('cpu') else '32-true'})")
+    native = native_bf16("cpu")
+    print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}, native bf16: {native} "
+          f"(trainer.precision=auto trains in {'bf16-mixed' if native else '32-true'})")
     for case in args.case:
         over = case_overrides(case, args.tiny)
         if over is None:

@@ -34,7 +34,7 @@ from nclab.train.callbacks import EpochCallback, EpochContext
 from nclab.train.checkpoint import latest_checkpoint, load_state, load_weights, rng_state, save_checkpoint, save_weights, set_rng_state
 from nclab.train.losses import make_loss
 from nclab.train.optim import build_optimizer, build_scheduler
-from nclab.train.regularizers import build_regularizers
+from nclab.train.regularizers import attach_aux_heads, build_regularizers
 from nclab.train.rundir import RunDir
 
 
@@ -43,9 +43,7 @@ def build_model(cfg: RunConfig, preprocess: Preprocess, n_classes: int) -> Class
     with the auxiliary heads its regularisers train (``model.aux[name]``)."""
     model = create_model(cfg.model.backbone, in_channels=preprocess.channels, n_classes=n_classes,
                          head=cfg.model.head, image_size=preprocess.image_size, **cfg.model.options)
-    for reg in build_regularizers(cfg.train.regularizers):
-        if hasattr(reg, "aux_head"):
-            model.aux[reg.name] = reg.aux_head(model.feature_dim)
+    attach_aux_heads(model, build_regularizers(cfg.train.regularizers))
     return model
 
 

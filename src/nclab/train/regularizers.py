@@ -39,6 +39,13 @@ def register_regularizer(name: str):
     return deco
 
 
+def attach_aux_heads(model: nn.Module, regs: list[Regularizer]) -> None:
+    """Give ``model.aux[name]`` the head of every regulariser that trains one (``aux_head``)."""
+    for reg in regs:
+        if hasattr(reg, "aux_head"):
+            model.aux[reg.name] = reg.aux_head(model.feature_dim)
+
+
 def build_regularizers(entries: list) -> list[Regularizer]:
     """``[{name: {option: value}}, ...]`` -> regulariser objects (errors name the entry)."""
     regs = []

@@ -48,7 +48,7 @@ def resolve_precision(cfg: RunConfig) -> RunConfig:
 
 def _fabric(cfg: RunConfig):
     from lightning_fabric import Fabric  # heavy import: only when training
-    t = resolve_precision(cfg).trainer
+    t = resolve_precision(cfg).trainer   # a no-op for a started run (resolved in its config.yaml) unless hand-edited
     if t.devices > 1:
         # Spawned processes (not a re-run of sys.argv) so the same code works from the CLI,
         # from Python and from tests.
