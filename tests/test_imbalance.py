@@ -163,3 +163,34 @@ def test_minority_probe_keys_match_the_final_weights(tmp_path, tiny_registered):
         assert rec[f"test/{k}"] == pytest.approx(ref[k], rel=1e-6, abs=1e-9), k
     assert rec["test/n_classes"] == 6
     assert load_config(run.path / "config.yaml").data.imbalance_ratio == 4.0
+
+
+# --- train + val as source (data.trainval) -------------------------------------------------------
+
+
+def test_trainval_appends_the_val_classes_to_the_source(tiny_registered):
+    plain = prepare_data(DataConfig(name=tiny_registered, holdout=2))      # 6 source, 2 val, 4 novel classes
+    tv = prepare_data(DataConfig(name=tiny_registered, holdout=2, trainval=True))
+    src, val = plain.splits["train"].class_names, plain.splits["val"].class_names
+    assert tv.splits["train"].class_names == tv.splits["test"].class_names == src + val
+    assert tv.splits["val"].n_classes == 0 and len(tv.splits["val"].images) == 0
+    assert tv.splits["novel"].class_names == plain.splits["novel"].class_names
+    # every val image is in train + test under its new label (appended after the source labels)
+    n_src = len(src)
+    for split in ("train", "test"):
+        a, b = plain.splits[split], tv.splits[split]
+        keep = b.labels < n_src
+        assert np.array_equal(b.images[keep], a.images) and np.array_equal(b.labels[keep], a.labels)
+    moved = np.concatenate([tv.splits[s].images[tv.splits[s].labels >= n_src] for s in ("train", "test")])
+    assert sorted(m.tobytes() for m in moved) == sorted(m.tobytes() for m in plain.splits["val"].images)
+    assert tv.fingerprint != plain.fingerprint                # the run's data.json tells the two apart
+
+
+def test_trainval_without_val_classes_is_one_line():
+    from nclab.data.prepare import split_dataset
+    from tests.conftest import tiny_dataset
+    ds = tiny_dataset()
+    ds.class_splits["val"] = ds.class_splits["val"][:0]
+    with pytest.raises(NclabError, match="data.trainval=true: dataset 'tiny' has no val classes") as e:
+        split_dataset(ds, DataConfig(trainval=True))
+    assert "\n" not in str(e.value)

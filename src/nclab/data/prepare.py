@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -88,7 +89,19 @@ def per_class_subset(images: ImageSet, counts: list[int], seed: int) -> np.ndarr
     return np.concatenate(rows)
 
 
+def with_val_as_source(ds: Dataset) -> Dataset:
+    """``ds`` with its val classes appended to its source classes and no val classes left
+    (``data.trainval``: pre-training on train + val, as MetaOptNet's "trainval" results)."""
+    val = ds.class_splits.get("val", np.zeros(0, np.int64))
+    if not len(val):
+        raise NclabError(f"data.trainval=true: dataset {ds.name!r} has no val classes to add to its source classes")
+    splits = {**ds.class_splits, "source": np.concatenate([ds.class_splits["source"], val]), "val": val[:0]}
+    return dataclasses.replace(ds, class_splits=splits)
+
+
 def split_dataset(ds: Dataset, cfg: DataConfig) -> PreparedData:
+    if cfg.trainval:
+        ds = with_val_as_source(ds)
     source = source_subset(ds.class_set("source"), cfg.source_classes, cfg.seed)
     if source.n_classes < 2:
         raise NclabError(f"dataset {ds.name!r}: needs at least 2 source classes, has {source.n_classes}")
