@@ -79,6 +79,11 @@ def inputs(tmp_path_factory, tiny_registered) -> Path:
     save_episodes(d / "episodes-1shot.npz", [EpisodeSampler(5, 1, 15, 20, 0).sample(y)])
     save_episodes(d / "episodes-other-labels.npz", [EpisodeSampler(5, 1, 15, 20, 0).sample(np.roll(y, 1))])
     (d / "episodes-text.npz").write_text("garbage")
+    from PIL import Image
+    for c in ("a", "b"):                 # an image folder without a split file: every class is source, none val
+        (d / "no-val" / c).mkdir(parents=True)
+        for k in range(3):
+            Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(d / "no-val" / c / f"{k}.png")
     start_run(None, TINY, out=d / "run")
     return d
 
@@ -178,6 +183,7 @@ CMD = [
     Cmd("type-lr-list", _train("optim.lr=[1]"), "optim.lr"),
     Cmd("type-nesterov", _train("optim.nesterov=3"), "optim.nesterov"),
     Cmd("type-augment", _train("data.augment=maybe"), "data.augment"),
+    Cmd("type-trainval", _train("data.trainval=maybe"), "data.trainval"),
     Cmd("type-options", _train("model.options=5"), "model.options"),
     Cmd("type-regularizers", _train("train.regularizers=5"), "train.regularizers"),
     Cmd("type-section-scalar", _train("data=5"), "data"),
@@ -261,6 +267,8 @@ CMD = [
     Cmd("regularizer-rotation-fraction", _train("train.regularizers=[{rotation: {strength: 1, fraction: 2}}]"),
         "train.regularizers[0].rotation: fraction"),
     Cmd("precision-auto-typo", _train("trainer.precision=Auto"), "Auto"),
+    Cmd("trainval-without-val-classes", _train("data.name=folder", "data.root={in}/no-val", "data.holdout=1",
+                                                "data.trainval=true"), "has no val classes"),
     Cmd("dataset-unknown", ["train", "data.name=glyphz", "--out", "r"], "glyphs"),
     Cmd("dataset-root-missing", ["train", "data.name=omniglot", "data.root=/nonexistent/omni", "--out", "r"],
         "/nonexistent/omni"),
