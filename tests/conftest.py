@@ -40,6 +40,20 @@ def tiny_registered():
 
 
 @pytest.fixture(scope="session")
+def rgb_registered():
+    """Register ``tiny-rgb``: the tiny dataset's prototypes as mirror-asymmetric RGB images, on
+    which a horizontal flip preserves the label (like natural images); returns its name."""
+    from nclab.data.base import Dataset
+    from nclab.data.registry import DATASETS, _ensure_readers
+    base = tiny_dataset(seed=3)
+    imgs = np.ascontiguousarray(np.stack([base.images, base.images[:, ::-1], 255 - base.images], axis=-1))
+    _ensure_readers()
+    DATASETS["tiny-rgb"] = lambda cfg: Dataset("tiny-rgb", imgs, base.labels, base.class_names,
+                                               base.class_splits, flip=True)
+    return "tiny-rgb"
+
+
+@pytest.fixture(scope="session")
 def cache_dir() -> Path:
     return Path(_CACHE)
 

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from nclab.errors import NclabError
-from nclab.extract import features_of_folder, features_of_split, load_feature_source, load_run, match_ink, write_features
+from nclab.extract import embed, features_of_folder, features_of_split, load_feature_source, load_run, match_ink, write_features
 from nclab.featurefile import load_features
 from nclab.train.run import start_run
 
@@ -83,3 +83,36 @@ def test_bad_inputs(run, tmp_path):
         load_features(bad)
     with pytest.raises(NclabError, match="no such image folder"):
         features_of_folder(load_run(run.path), tmp_path / "nope")
+
+
+@pytest.fixture(scope="module")
+def rgb_run(tmp_path_factory, rgb_registered):
+    """A run on RGB images whose dataset allows horizontal flips (natural images)."""
+    out = tmp_path_factory.mktemp("rgb") / "run"
+    return start_run(None, [f"data.name={rgb_registered}", "data.augment=false", "train.epochs=1",
+                            "train.batch_size=12", "trainer.progress=false", "model.options.width=8"], out=out)
+
+
+def test_flip_tta_is_the_mean_over_the_mirror_and_mirror_invariant(rgb_run, tmp_path):
+    loaded = load_run(rgb_run.path)
+    novel = loaded.data.splits["novel"]
+    x, pre = novel.images, loaded.preprocess
+    plain, mirrored = embed(loaded.model, x, pre), embed(loaded.model, np.ascontiguousarray(x[:, :, ::-1]), pre)
+    assert not np.allclose(plain, mirrored, atol=1e-3)        # the network is not mirror-symmetric by itself
+    tta = features_of_split(loaded, "novel", tta="flip").features
+    assert np.allclose(tta, (plain + mirrored) / 2, atol=1e-6)  # oracle: the two views' mean
+    # Invariance: an image and its mirror get the same features (up to float rounding of the batch).
+    tta_of_mirrors = embed(loaded.model, np.ascontiguousarray(x[:, :, ::-1]), pre, tta="flip")
+    assert np.allclose(tta_of_mirrors, tta, atol=1e-6)
+    # The feature file and the folder reader apply it alike; "none" is the plain features.
+    fs = write_features(str(rgb_run.path), str(tmp_path / "f.npz"), split="novel", tta="flip")
+    assert np.array_equal(load_features(tmp_path / "f.npz").features, fs.features)
+    assert np.allclose(fs.features, tta, atol=1e-7)
+    assert np.array_equal(features_of_split(loaded, "novel", tta="none").features, plain)
+
+
+def test_flip_tta_refused_on_characters_and_unknown_names(run, rgb_run):
+    with pytest.raises(NclabError, match="does not allow horizontal flips"):
+        features_of_split(load_run(run.path), "novel", tta="flip")
+    with pytest.raises(NclabError, match="tta 'rotate'"):
+        features_of_split(load_run(rgb_run.path), "novel", tta="rotate")

@@ -13,6 +13,7 @@ from nclab.errors import NclabError
 from nclab.experiments.transfer import FIELD_TRANSFORMS, evaluate_transfer, head_transforms, seed_spread
 from nclab.extract import features_of_split, load_run
 from nclab.fewshot import EpisodeSampler
+from nclab.fewshot.transforms import base_mean
 from nclab.train.run import start_run
 
 BASE = ["train.epochs=2", "train.batch_size=20", "trainer.progress=false", "trainer.threads=1",
@@ -84,3 +85,23 @@ def test_evaluate_command(two_seeds, tmp_path, capsys):
     assert rec["settings"]["transforms"] == {"ncc": "center+l2", "ridge": "l2"} and len(rec["rows"]) == 4
     assert main(["evaluate", str(two_seeds[0]), "--transform", "ncc=nope", "--head", "ncc"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_flip_tta_applies_to_the_target_and_the_base_mean(rgb_registered, tmp_path, monkeypatch):
+    import nclab.experiments.transfer as transfer
+    run = start_run(None, [f"data.name={rgb_registered}", "data.augment=false"] + BASE, out=tmp_path / "rgb").path
+    centred_on = []
+    monkeypatch.setattr(transfer, "base_mean", lambda F: centred_on.append(F) or base_mean(F))
+    ev = evaluate_transfer([run], way=3, shot=[1, 2], query=3, episodes=30, heads=("ncc",), seed=2, tta="flip")
+    assert ev.settings["tta"] == "flip"
+    loaded = load_run(run)
+    F = torch.as_tensor(features_of_split(loaded, "novel", tta="flip").features)
+    y = features_of_split(loaded, "novel").labels
+    base = features_of_split(loaded, "train", tta="flip").features
+    assert len(centred_on) == 1 and np.array_equal(centred_on[0], base)      # the base mean sees the mirrors too
+    m = torch.as_tensor(base).double().mean(0).float()
+    sets = [EpisodeSampler(3, n, 3, 30, 2).sample(y) for n in (1, 2)]
+    ref = {r["shot"]: r["mean"] for r in nclab.fewshot(torch.nn.functional.normalize(F - m, dim=1), y, way=3,
+                                                         shot=(1, 2), query=3, episodes=30, heads=("ncc",),
+                                                         transform="none", episode_sets=sets)}
+    assert {r["shot"]: r["mean"] for r in ev.rows} == pytest.approx(ref, abs=1e-12)

@@ -97,14 +97,21 @@ def _parser_features(sub) -> None:
                         "ink = bright convention), light = already bright ink, auto = decide per image "
                         "from its border (default)")
     _add_checkpoint(p)
+    _add_tta(p)
     p.add_argument("--out", required=True, help="output .npz")
     p.set_defaults(handler=_cmd_features)
+
+
+def _add_tta(p) -> None:
+    p.add_argument("--tta", choices=("none", "flip"), default="none",
+                   help="test-time augmentation: flip = each image's features averaged with those of its "
+                        "horizontal mirror (natural images; refused on characters). Default none")
 
 
 def _cmd_features(args) -> int:
     from nclab.extract import write_features
     write_features(args.run_dir, args.out, split=args.split, folder=args.folder, ink=args.ink,
-                   checkpoint=args.checkpoint)
+                   checkpoint=args.checkpoint, tta=args.tta)
     return 0
 
 
@@ -220,6 +227,7 @@ def _parser_evaluate(sub) -> None:
                    help="one transform for all heads (none, l2, center, center+l2) or HEAD=T items; "
                         "default: center+l2 for ncc / ridge / 1nn, center for ncc-cosine, l2 for logistic")
     p.add_argument("--seed", type=int, default=0, help="episode seed")
+    _add_tta(p)
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write the results as JSON")
     p.set_defaults(handler=_cmd_evaluate)
 

@@ -45,6 +45,11 @@ class LoadedRun:
                              f"(fingerprint {data.fingerprint} != {fp})")
         return data
 
+    @property
+    def flip_allowed(self) -> bool:
+        """Whether a horizontal flip preserves the labels of the run's dataset (its data.json)."""
+        return bool(self.run.data_info().get("flip", False))
+
 
 CHECKPOINTS = ("final", "last", "best")
 
@@ -137,12 +142,36 @@ def _batches(model: Classifier, images: np.ndarray, preprocess: Preprocess, batc
                  for x in eval_batches(images, preprocess, batch_size))
 
 
+TTA = ("none", "flip")
+
+
+def check_tta(tta: str, flip_allowed: bool = True, where: str = "") -> None:
+    """One line for an unknown test-time augmentation, or ``flip`` on data whose label a
+    horizontal flip does not preserve (characters)."""
+    if tta not in TTA:
+        raise NclabError(f"{where}tta {tta!r}: expected one of {', '.join(TTA)}")
+    if tta == "flip" and not flip_allowed:
+        raise NclabError(f"{where}tta 'flip': the run's dataset does not allow horizontal flips "
+                         f"(characters: a mirrored glyph is another glyph); expected tta 'none'")
+
+
+def _features(net: Classifier, x: torch.Tensor, tta: str) -> torch.Tensor:
+    """Penultimate features of a batch; ``tta="flip"``: the mean of the features of the images
+    and of their horizontal mirrors (the same for an image and its mirror)."""
+    if tta == "flip":
+        return (net.features(x) + net.features(torch.flip(x, (-1,)))) / 2
+    return net.features(x)
+
+
 @torch.no_grad()
 def embed(model: Classifier, images: np.ndarray, preprocess: Preprocess,
-          batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
-    """Penultimate features (N x d float32) of uint8 ``images`` (the network in eval mode)."""
+          batch_size: int = EVAL_BATCH_SIZE, tta: str = "none") -> np.ndarray:
+    """Penultimate features (N x d float32) of uint8 ``images`` (the network in eval mode);
+    ``tta="flip"`` averages each image's features with those of its horizontal mirror
+    (test-time augmentation for natural images, twice the forward passes)."""
+    check_tta(tta)
     net, batches = _batches(model, images, preprocess, batch_size)
-    feats = [net.features(x).float().cpu() for x in batches]
+    feats = [_features(net, x, tta).float().cpu() for x in batches]
     return torch.cat(feats).numpy() if feats else np.zeros((0, model.feature_dim), np.float32)
 
 
@@ -170,9 +199,12 @@ def classifier_weights(model: Classifier) -> tuple[np.ndarray, np.ndarray]:
     return W, (np.zeros(len(W), np.float32) if b is None else b.detach().float().cpu().numpy())
 
 
-def features_of_split(loaded: LoadedRun, split: str) -> FeatureSet:
+def features_of_split(loaded: LoadedRun, split: str, tta: str = "none") -> FeatureSet:
+    """Features of the run's ``split``; ``tta``: none | flip (see :func:`embed`; flip only on
+    data that allows horizontal flips)."""
+    check_tta(tta, loaded.flip_allowed, f"{loaded.run.path}: ")
     images = split_images(loaded, split)
-    F = embed(loaded.model, images.images, loaded.preprocess, loaded.config.trainer.eval_batch_size)
+    F = embed(loaded.model, images.images, loaded.preprocess, loaded.config.trainer.eval_batch_size, tta)
     W = b = None
     if split in ("train", "test"):
         W, b = classifier_weights(loaded.model)
@@ -193,8 +225,10 @@ def match_ink(images: np.ndarray, ink: str) -> np.ndarray:
     return out
 
 
-def features_of_folder(loaded: LoadedRun, folder: str | os.PathLike, ink: str = "auto") -> FeatureSet:
+def features_of_folder(loaded: LoadedRun, folder: str | os.PathLike, ink: str = "auto",
+                       tta: str = "none") -> FeatureSet:
     from nclab.data.folder import load_image_folder
+    check_tta(tta, loaded.flip_allowed, f"{loaded.run.path}: ")
     pre = loaded.preprocess
     if not Path(folder).is_dir():
         raise NclabError(f"{folder}: no such image folder")
@@ -202,7 +236,7 @@ def features_of_folder(loaded: LoadedRun, folder: str | os.PathLike, ink: str = 
     x = images.images
     if pre.ink == "bright" and pre.channels == 1:
         x = match_ink(x, ink)
-    F = embed(loaded.model, x, pre, loaded.config.trainer.eval_batch_size)
+    F = embed(loaded.model, x, pre, loaded.config.trainer.eval_batch_size, tta)
     W = b = None
     if images.class_names == loaded.source_classes:
         W, b = classifier_weights(loaded.model)
@@ -210,11 +244,12 @@ def features_of_folder(loaded: LoadedRun, folder: str | os.PathLike, ink: str = 
 
 
 def write_features(run_dir: str, out: str, split: str | None = None, folder: str | None = None,
-                   ink: str = "auto", checkpoint: str = "final") -> FeatureSet:
+                   ink: str = "auto", checkpoint: str = "final", tta: str = "none") -> FeatureSet:
     check_target(out)
     loaded = load_run(run_dir, checkpoint)
-    print(f"{run_dir}: {loaded.weights} weights")
-    fs = features_of_split(loaded, split) if folder is None else features_of_folder(loaded, folder, ink)
+    print(f"{run_dir}: {loaded.weights} weights" + ("" if tta == "none" else f", tta {tta}"))
+    fs = (features_of_split(loaded, split, tta) if folder is None
+          else features_of_folder(loaded, folder, ink, tta))
     save_features(out, fs)
     print(f"wrote {out}: {fs.features.shape[0]} x {fs.features.shape[1]} features, {fs.n_classes} classes"
           + (", with W and b" if fs.W is not None else ""))
