@@ -104,7 +104,7 @@ def test_flip_tta_is_the_mean_over_the_mirror_and_mirror_invariant(rgb_run, tmp_
     # Invariance: an image and its mirror get the same features (up to float rounding of the batch).
     tta_of_mirrors = embed(loaded.model, np.ascontiguousarray(x[:, :, ::-1]), pre, tta="flip")
     assert np.allclose(tta_of_mirrors, tta, atol=1e-6)
-    # The feature file and the folder reader apply it alike; "none" is the plain features.
+    # The feature file holds the same features; "none" is the plain features.
     fs = write_features(str(rgb_run.path), str(tmp_path / "f.npz"), split="novel", tta="flip")
     assert np.array_equal(load_features(tmp_path / "f.npz").features, fs.features)
     assert np.allclose(fs.features, tta, atol=1e-7)

@@ -103,7 +103,7 @@ def _parser_features(sub) -> None:
 
 
 def _add_tta(p) -> None:
-    p.add_argument("--tta", choices=("none", "flip"), default="none",
+    p.add_argument("--tta", choices=("none", "flip"), default="none",          # nclab.extract.TTA (not imported: start-up)
                    help="test-time augmentation: flip = each image's features averaged with those of its "
                         "horizontal mirror (natural images; refused on characters). Default none")
 
