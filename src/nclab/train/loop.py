@@ -106,6 +106,9 @@ def train_worker(fabric, run_dir: str | Path, callbacks: Sequence[EpochCallback]
     scheduler = build_scheduler(optimizer, cfg.schedule, tc.epochs, steps_per_epoch)
     loss_fn = make_loss(tc.loss, train_set.n_classes, tc.label_smoothing)
     regs = build_regularizers(tc.regularizers)
+    for r in regs:
+        if hasattr(r, "bind"):                   # e.g. distill loads its teacher
+            r.bind(pre, train_set.class_names)
     needs_input_grad = any(getattr(r, "needs_input_grad", False) for r in regs)
     wrapped, optimizer = fabric.setup(model, optimizer)
     dataset = AugmentedImages(pre.to_chw(train_set.images), torch.as_tensor(train_set.labels), pre,

@@ -298,3 +298,116 @@ class RotationRegularizer:
         target = torch.cat([torch.zeros_like(k), k])
         z = model.aux[self.name](h)
         return self.strength * nn.functional.cross_entropy(z.to(torch.promote_types(z.dtype, torch.float32)), target)
+
+
+@register_regularizer("distill")
+class DistillRegularizer:
+    """Knowledge distillation from a finished run, the teacher (Hinton et al. 2015; the
+    "born-again" generations of RFS, Tian et al. 2020, which add 1-2 points of few-shot accuracy):
+
+        term = strength * T^2 * KL(softmax(t / T) || softmax(s / T)),   mean over the batch,
+
+    with s the student's logits and t the teacher's on the same augmented batch (the teacher in
+    eval mode, frozen, no gradient). ``strength = 1`` weighs it like the cross-entropy (RFS uses
+    0.5 and 0.5 for both, i.e. this at half the learning rate); ``T = 4`` as RFS.
+
+    ``teacher``: the run directory (relative to the working directory, so an absolute path
+    survives a resume from elsewhere) of a finished run trained on the same source classes in
+    the same order (its data.json ``splits.train.class_names``), at the same image size and
+    channels; its final weights (model.safetensors, safetensors only). Its backbone may differ
+    from the student's. The batch, normalised with the student's preprocessing, is re-normalised
+    exactly for the teacher's (an affine map per channel). The teacher is loaded at the start of
+    training (:meth:`bind`), not when the student is loaded for evaluation, and is not part of
+    the student's weights or checkpoints.
+    """
+
+    name = "distill"
+
+    def __init__(self, teacher: str, strength: float = 1.0, temperature: float = 4.0):
+        if not (isinstance(teacher, str) and teacher):
+            raise NclabError(f"teacher must be the path of a finished run directory, got {teacher!r}")
+        if not (isinstance(strength, (int, float)) and strength >= 0):
+            raise NclabError(f"strength must be a number >= 0, got {strength!r}")
+        if not (isinstance(temperature, (int, float)) and temperature > 0):
+            raise NclabError(f"temperature must be a number > 0, got {temperature!r}")
+        self.teacher, self.strength, self.temperature = teacher, float(strength), float(temperature)
+        self._net: nn.Module | None = None
+        self._scale = self._shift = self._placed = None
+
+    def __repr__(self) -> str:
+        return f"DistillRegularizer(teacher={self.teacher!r}, strength={self.strength}, temperature={self.temperature})"
+
+    @property
+    def _where(self) -> str:
+        return f"train.regularizers distill.teacher={self.teacher}"
+
+    def _open(self, class_names: list[str], size: int, channels: int):
+        """The teacher's RunDir, checked against the student's source classes and image size."""
+        from nclab.train.rundir import RunDir
+        where = self._where
+        try:
+            run = RunDir.open(self.teacher)
+            theirs = run.data_info()["splits"]["train"]["class_names"]
+            pre = run.preprocess()
+        except NclabError as e:
+            raise NclabError(f"{where}: {e}") from None
+        if theirs != list(class_names):
+            raise NclabError(f"{where}: the teacher was trained on other source classes ({len(theirs)} classes, "
+                             f"first {theirs[:2]}) than this run ({len(class_names)}, first {list(class_names)[:2]}); "
+                             f"expected the same classes in the same order")
+        if (pre.image_size, pre.channels) != (size, channels):
+            raise NclabError(f"{where}: the teacher sees {pre.channels} x {pre.image_size} px images, this run "
+                             f"{channels} x {size} px; expected the same")
+        if not run.weights_path.is_file():
+            raise NclabError(f"{where}: {run.weights_path} is missing (the teacher has not finished training)")
+        return run, pre
+
+    def validate(self, data) -> None:
+        """Refuse a missing or unfit teacher before anything is written (``data``: the student's
+        :class:`~nclab.data.prepare.PreparedData`)."""
+        self._open(data.splits["train"].class_names, data.image_shape[0], data.channels)
+
+    def bind(self, preprocess, class_names: list[str]) -> None:
+        """Load the teacher for a student normalising its images with ``preprocess``."""
+        from nclab.train.checkpoint import load_weights
+        from nclab.train.loop import build_model
+        run, pre = self._open(class_names, preprocess.image_size, preprocess.channels)
+        try:
+            net = build_model(run.config(), pre, len(class_names))
+        except NclabError as e:
+            raise NclabError(f"{self._where}: {e}") from None
+        load_weights(run.weights_path, net)
+        self._net, self._placed = net.eval().requires_grad_(False), None
+        # x_student = (u - m_s) / s_s  ->  x_teacher = (u - m_t) / s_t = x_student * s_s / s_t + (m_s - m_t) / s_t
+        c = preprocess.channels
+        ms, ss, mt, st = (torch.tensor(v, dtype=torch.float64).expand(c) for v in (preprocess.mean, preprocess.std,
+                                                                                       pre.mean, pre.std))
+        same = torch.equal(ms, mt) and torch.equal(ss, st)
+        self._scale, self._shift = (None, None) if same else ((ss / st).view(1, c, 1, 1), ((ms - mt) / st).view(1, c, 1, 1))
+
+    @torch.no_grad()
+    def teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The teacher's logits for the student's (normalised) batch ``x``."""
+        if self._net is None:
+            raise NclabError("the distill regulariser has no teacher loaded (call bind(preprocess, class_names))")
+        if self._placed != (x.device, x.dtype):
+            fmt = torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
+                else torch.contiguous_format
+            self._net.to(device=x.device, dtype=x.dtype, memory_format=fmt)
+            if self._scale is not None:
+                self._scale, self._shift = self._scale.to(x.device, x.dtype), self._shift.to(x.device, x.dtype)
+            self._placed = (x.device, x.dtype)
+        x = x.detach()
+        if self._scale is not None:
+            x = x * self._scale + self._shift
+        return self._net(x)
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, features: torch.Tensor | None = None,
+                 logits: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.strength == 0:
+            return torch.zeros((), device=x.device)
+        T = self.temperature
+        dt = torch.promote_types(logits.dtype, torch.float32)
+        s = nn.functional.log_softmax(logits.to(dt) / T, dim=1)
+        t = nn.functional.log_softmax(self.teacher_logits(x).to(dt) / T, dim=1)
+        return self.strength * T * T * nn.functional.kl_div(s, t, log_target=True, reduction="batchmean")

@@ -88,7 +88,9 @@ def validate(cfg: RunConfig, data: PreparedData) -> None:
     augment_from_config(cfg.data, data.flip)
     make_loss(cfg.train.loss, 2)
     check_schedule(cfg.schedule)
-    build_regularizers(cfg.train.regularizers)
+    for reg in build_regularizers(cfg.train.regularizers):
+        if hasattr(reg, "validate"):             # e.g. distill: the teacher run exists and fits
+            reg.validate(data)
     pre = Preprocess(data.image_shape[0], data.channels, [0.0], [1.0])
     try:
         with warnings.catch_warnings():      # e.g. torch's "zero-element tensor" of a zero width
