@@ -111,6 +111,20 @@ def test_flip_tta_is_the_mean_over_the_mirror_and_mirror_invariant(rgb_run, tmp_
     assert np.array_equal(features_of_split(loaded, "novel", tta="none").features, plain)
 
 
+def test_flip_tta_on_an_image_folder_equals_the_split(rgb_run, tmp_path):
+    loaded = load_run(rgb_run.path)
+    novel = loaded.data.splits["novel"]
+    for i, (img, y) in enumerate(zip(novel.images, novel.labels)):    # PNG keeps RGB uint8 exactly
+        d = tmp_path / "imgs" / novel.class_names[y]
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(d / f"{i:03d}.png")
+    got = features_of_folder(loaded, tmp_path / "imgs", tta="flip")
+    ref = features_of_split(loaded, "novel", tta="flip")
+    assert got.class_names == ref.class_names and np.array_equal(got.labels, ref.labels)
+    assert np.allclose(got.features, ref.features, atol=1e-6)
+    assert not np.allclose(got.features, features_of_split(loaded, "novel").features, atol=1e-3)
+
+
 def test_flip_tta_refused_on_characters_and_unknown_names(run, rgb_run):
     with pytest.raises(NclabError, match="does not allow horizontal flips"):
         features_of_split(load_run(run.path), "novel", tta="flip")
