@@ -5,7 +5,8 @@ glyph-sized random images with 64 classes (the collapse-reg quick profile's shap
 alone, CE + batch CDNV penalty, CE with a fixed simplex-ETF head, CE + the GC regulariser (one
 probe: a double back-propagation), label smoothing, CE + the batch prototypical loss (proto) and
 CE + rotation self-supervision (rotation, half the batch turned: one extra forward / backward of
-32 images).
+32 images) and CE + distillation from a teacher of the same architecture (distill: one extra
+forward in eval mode, no backward).
 Steps alternate between the arms in rounds (so load drifts hit every arm alike); the result is
 each arm's median step time and its ratio to CE's median.
 
@@ -28,7 +29,8 @@ from nclab.train.regularizers import attach_aux_heads, build_regularizers
 ARMS = {"ce": ("linear", [], 0.0), "cdnv": ("linear", [{"cdnv": {"strength": 1.0}}], 0.0),
         "etf": ("etf", [], 0.0), "gc": ("linear", [{"gc": {"alpha": 1e-3, "probes": 1}}], 0.0),
         "ls": ("linear", [], 0.1), "proto": ("linear", [{"proto": {"strength": 1.0}}], 0.0),
-        "rotation": ("linear", [{"rotation": {"strength": 1.0, "fraction": 0.5}}], 0.0)}
+        "rotation": ("linear", [{"rotation": {"strength": 1.0, "fraction": 0.5}}], 0.0),
+        "distill": ("linear", [{"distill": {"teacher": "(in-process conv4)"}}], 0.0)}
 
 
 def main() -> None:
@@ -48,6 +50,10 @@ def main() -> None:
         model = create_model("conv4", 1, args.classes, head=head, image_size=28)
         built = build_regularizers(regs)
         attach_aux_heads(model, built)
+        for r in built:
+            if r.name == "distill":          # a born-again teacher: the same network, other weights
+                torch.manual_seed(1)
+                r.set_teacher(create_model("conv4", 1, args.classes, head=head, image_size=28))
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         setups[name] = (model, opt, built, ls)
 

@@ -377,19 +377,27 @@ class DistillRegularizer:
         except NclabError as e:
             raise NclabError(f"{self._where}: {e}") from None
         load_weights(run.weights_path, net)
+        self.set_teacher(net, pre, preprocess)
+
+    def set_teacher(self, net: nn.Module, teacher_preprocess=None, student_preprocess=None) -> None:
+        """Use ``net`` (frozen, in eval mode) as the teacher; with both preprocessings, the
+        student's normalised batch is mapped to the teacher's normalisation first."""
         self._net, self._placed = net.eval().requires_grad_(False), None
+        self._scale = self._shift = None
+        if teacher_preprocess is None or student_preprocess is None:
+            return
         # x_student = (u - m_s) / s_s  ->  x_teacher = (u - m_t) / s_t = x_student * s_s / s_t + (m_s - m_t) / s_t
-        c = preprocess.channels
-        ms, ss, mt, st = (torch.tensor(v, dtype=torch.float64).expand(c) for v in (preprocess.mean, preprocess.std,
-                                                                                       pre.mean, pre.std))
-        same = torch.equal(ms, mt) and torch.equal(ss, st)
-        self._scale, self._shift = (None, None) if same else ((ss / st).view(1, c, 1, 1), ((ms - mt) / st).view(1, c, 1, 1))
+        c = student_preprocess.channels
+        ms, ss, mt, st = (torch.tensor(v, dtype=torch.float64).expand(c) for v in (
+            student_preprocess.mean, student_preprocess.std, teacher_preprocess.mean, teacher_preprocess.std))
+        if not (torch.equal(ms, mt) and torch.equal(ss, st)):
+            self._scale, self._shift = (ss / st).view(1, c, 1, 1), ((ms - mt) / st).view(1, c, 1, 1)
 
     @torch.no_grad()
     def teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
         """The teacher's logits for the student's (normalised) batch ``x``."""
         if self._net is None:
-            raise NclabError("the distill regulariser has no teacher loaded (call bind(preprocess, class_names))")
+            raise NclabError("the distill regulariser has no teacher (call bind(preprocess, class_names) or set_teacher)")
         if self._placed != (x.device, x.dtype):
             fmt = torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
                 else torch.contiguous_format
