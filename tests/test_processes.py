@@ -93,6 +93,28 @@ def test_two_process_ddp_trains_the_same_model(tmp_path):
 
 
 @pytest.mark.slow
+def test_two_process_ddp_distills_the_same_model(tmp_path):
+    # The teacher is deterministic (eval mode, no random draws), so distillation under DDP
+    # trains the model one process trains, as plain CE does (the test above).
+    args = ["data.name=glyphs", "data.source_classes=20", "model.backbone=mlp",
+            "model.options={hidden: [64], activation: tanh}", "train.epochs=2", "train.batch_size=32",
+            "trainer.progress=false", "optim.lr=0.05"]
+    p = _cli("train", *args, "train.epochs=1", "--out", str(tmp_path / "teacher"))
+    assert p.returncode == 0, p.stderr
+    kd = f"train.regularizers=[{{distill: {{teacher: '{tmp_path / 'teacher'}', strength: 2.0}}}}]"
+    for name, extra in [("one", []), ("two", ["trainer.devices=2"])]:
+        p = _cli("train", *args, kd, *extra, "--out", str(tmp_path / name))
+        assert p.returncode == 0, p.stderr
+    a, b = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
+    assert a.keys() == load_file(tmp_path / "teacher" / "model.safetensors").keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5), f"{k}: max |diff| {float((a[k] - b[k]).abs().max()):.2e}"
+    ra, rb = _records(tmp_path / "one"), _records(tmp_path / "two")
+    for x, y in zip(ra, rb):
+        assert abs(x["reg_distill"] - y["reg_distill"]) < 1e-5 and x["reg_distill"] > 1e-3
+
+
+@pytest.mark.slow
 def test_cli_end_to_end(tmp_path):
     for sub in ["", "quickstart", "train", "features", "data", "data info", "data show", "measure", "fewshot", "gc"]:
         p = _cli(*sub.split(), "--help")
