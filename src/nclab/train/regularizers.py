@@ -7,7 +7,9 @@ its config entry, and then called once per training step as
 
 where ``x`` is the (augmented) input batch, ``features`` the penultimate embedding,
 ``logits`` the classifier output and ``labels`` the class ids of that batch. The loop logs each term's epoch mean as
-``reg_<name>`` in metrics.jsonl.
+``reg_<name>`` in metrics.jsonl. Optional hooks: ``aux_head(feature_dim)`` (a head the regulariser
+trains, saved with the weights), ``validate(data)`` (checks against the prepared data before a run
+writes anything) and ``bind(preprocess, class_names)`` (called once when training starts).
 """
 
 from __future__ import annotations
@@ -303,7 +305,8 @@ class RotationRegularizer:
 @register_regularizer("distill")
 class DistillRegularizer:
     """Knowledge distillation from a finished run, the teacher (Hinton et al. 2015; the
-    "born-again" generations of RFS, Tian et al. 2020, which add 1-2 points of few-shot accuracy):
+    "born-again" generations of RFS, Tian et al. 2020: 64.82 / 82.14 against 62.02 / 79.64 on
+mini-ImageNet 5-way 1- / 5-shot):
 
         term = strength * T^2 * KL(softmax(t / T) || softmax(s / T)),   mean over the batch,
 
