@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -77,13 +78,18 @@ def test_a_network_distilled_from_itself_costs_nothing(teacher):
 
 
 def test_training_with_a_teacher(tmp_path, teacher):
+    from nclab.extract import load_run
     from nclab.train.run import start_run
     before = hashlib.sha256((teacher / "model.safetensors").read_bytes()).hexdigest()
     # the student holds out more images: its normalisation differs from the teacher's
     student = BASE + ["train.epochs=2", "data.holdout=3"]
     plain = start_run(None, student, out=tmp_path / "plain")
     zero = start_run(None, student + _distill(teacher, 0.0), out=tmp_path / "zero")
-    run = start_run(None, student + _distill(teacher, 1.0), out=tmp_path / "kd")
+    copy = tmp_path / "teacher-copy"
+    shutil.copytree(teacher, copy)
+    run = start_run(None, student + _distill(copy, 1.0), out=tmp_path / "kd")
+    shutil.rmtree(copy)                  # the student loads for evaluation without its teacher
+    assert load_run(run.path).model.state_dict().keys() == load_file(run.weights_path).keys()
     assert run.preprocess().to_dict() != json.loads((teacher / "preprocess.json").read_text())
     p, z, w = (load_file(r.weights_path) for r in (plain, zero, run))
     assert set(w) == set(p) and all(torch.equal(p[k], z[k]) for k in p)       # strength 0: the plain run
