@@ -186,6 +186,25 @@ def test_trainval_appends_the_val_classes_to_the_source(tiny_registered):
     assert tv.fingerprint != plain.fingerprint                # the run's data.json tells the two apart
 
 
+def test_trainval_then_source_classes_draws_from_the_merged_classes(tiny_registered):
+    """``source_classes=l`` with ``trainval``: l classes of the 6 + 2 merged ones, the same seeded,
+    nested draw as without trainval (source_subset on the merged class set)."""
+    from nclab.data.prepare import source_subset
+    tv = prepare_data(DataConfig(name=tiny_registered, holdout=2, trainval=True))
+    merged = tv.splits["train"].class_names
+    drawn = {}
+    for l in (3, 7):
+        sub = prepare_data(DataConfig(name=tiny_registered, holdout=2, trainval=True, source_classes=l))
+        names = sub.splits["train"].class_names
+        assert len(names) == l and set(names) <= set(merged) and sub.splits["test"].class_names == names
+        assert sub.splits["val"].n_classes == 0
+        drawn[l] = names
+    assert set(drawn[3]) < set(drawn[7])                                # nested
+    assert any(n in drawn[7] for n in merged[6:])                       # 7 of 8: a val class must be in it
+    ref = source_subset(tv.splits["train"], 7, DataConfig().seed).class_names
+    assert drawn[7] == ref
+
+
 def test_trainval_without_val_classes_is_one_line():
     from nclab.data.prepare import split_dataset
     from tests.conftest import tiny_dataset

@@ -124,7 +124,8 @@ class DataConfig:
     split: str | None = None              # dataset-specific class split scheme (omniglot: background | vinyals)
     holdout: float = 4                    # source samples per class held out as the *test* split (<1: fraction)
     source_classes: int | None = None     # use only the first l source classes (source-class-count sweeps)
-    trainval: bool = False                # the val classes join the source classes (MetaOptNet's train + val)
+    trainval: bool = False                # the val classes join the source classes (MetaOptNet's train + val),
+                                          # before source_classes draws its subset
     train_per_class: int | None = None    # keep a seeded subset of this many train samples per class (n_A)
     imbalance_ratio: float | None = None  # R = n_A / n_B: minority classes keep train_per_class / R (Fang et al. 2021)
     majority_classes: int | None = None   # K_A: the first K_A source classes are the majority (None: half)
