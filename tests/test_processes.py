@@ -11,6 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from nclab.train.checkpoint import latest_checkpoint, load_state
+
 
 NCLAB = [sys.executable, "-m", "nclab"]
 SMALL = ["data.name=glyphs", "data.source_classes=40", "model.options.width=16", "train.epochs=3",
@@ -90,6 +92,12 @@ def test_two_process_ddp_trains_the_same_model(tmp_path):
     # the update moved the weights: equality above is not two untouched initialisations
     c = load_file(tmp_path / "init" / "model.safetensors")
     assert not torch.allclose(a["backbone.stages.fc1.0.weight"], c["backbone.stages.fc1.0.weight"], atol=1e-4)
+    # Each rank its own random stream after the identical initialisation (dropout, DropBlock,
+    # rotation turns draw from it); rank 0's is the one process's. Nothing here draws from it
+    # while training, so the checkpointed states are the streams' starting points.
+    one, two = (load_state(latest_checkpoint(tmp_path / n)[1])["rng"] for n in ("one", "two"))
+    assert len(one) == 1 and len(two) == 2
+    assert torch.equal(one[0]["torch"], two[0]["torch"]) and not torch.equal(two[0]["torch"], two[1]["torch"])
 
 
 @pytest.mark.slow

@@ -21,7 +21,8 @@ from nclab.data.transforms import Augment, Preprocess
 from nclab.errors import NclabError
 
 
-def _seed_int(*parts: int) -> int:
+def seed_int(*parts: int) -> int:
+    """A 63-bit seed derived from integer ``parts`` (numpy's SeedSequence: distinct parts, unrelated streams)."""
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
@@ -69,7 +70,7 @@ class EpochBatchSampler(Sampler):
         return max(0, self.steps_per_epoch() - self.start_step)
 
     def _order(self) -> np.ndarray:
-        g = torch.Generator().manual_seed(_seed_int(self.seed, self.epoch))
+        g = torch.Generator().manual_seed(seed_int(self.seed, self.epoch))
         perm = torch.randperm(self.n, generator=g).numpy()
         if not self.per_class:
             return perm
@@ -88,7 +89,7 @@ class EpochBatchSampler(Sampler):
             idx = order[step * self.batch_size:(step + 1) * self.batch_size]
             per = -(-len(idx) // self.world)
             lo, hi = min(len(idx), self.rank * per), min(len(idx), (self.rank + 1) * per)
-            yield BatchSpec(_seed_int(self.seed, self.epoch, step, 1), idx, lo, hi)
+            yield BatchSpec(seed_int(self.seed, self.epoch, step, 1), idx, lo, hi)
 
 
 def augment_from_config(cfg: DataConfig, flip: bool) -> Augment | None:
@@ -159,7 +160,7 @@ def train_loader(dataset: AugmentedImages, batch_size: int, seed: int, epoch: in
                                 dataset.labels.numpy() if per_class else None, per_class)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=_identity, num_workers=num_workers,
                       worker_init_fn=_seed_worker if num_workers else None,
-                      generator=torch.Generator().manual_seed(_seed_int(seed, epoch, 2)),
+                      generator=torch.Generator().manual_seed(seed_int(seed, epoch, 2)),
                       persistent_workers=False)
 
 

@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from nclab.config import RunConfig
-from nclab.data.loader import AugmentedImages, EpochBatchSampler, augment_from_config, eval_batches, train_loader
+from nclab.data.loader import AugmentedImages, EpochBatchSampler, augment_from_config, eval_batches, seed_int, train_loader
 from nclab.data.prepare import PreparedData, prepare_data
 from nclab.data.transforms import Preprocess
 from nclab.errors import NclabError
@@ -97,6 +97,8 @@ def train_worker(fabric, run_dir: str | Path, callbacks: Sequence[EpochCallback]
 
     torch.manual_seed(cfg.trainer.seed)                  # identical initial weights on every rank
     model = build_model(cfg, pre, train_set.n_classes)
+    if fabric.global_rank:    # then each rank its own draws (dropout, DropBlock, rotation turns, GC probes)
+        torch.manual_seed(seed_int(cfg.trainer.seed, fabric.global_rank))   # rank 0 (one process) as before
     fmt = torch.channels_last if cfg.trainer.channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
     optimizer = build_optimizer(model.parameters(), cfg.optim)

@@ -267,7 +267,8 @@ class RotationRegularizer:
         term = strength * CE(head([f(x_i) for i < m] + [f(rot_{k_i}(x_i)) for i < m]), [0] * m + k),
 
     with m = round(fraction * batch) and k_i drawn uniformly from {1, 2, 3} (torch's default CPU
-    generator, seeded and checkpointed by the loop, so a resumed run draws the same turns). The
+    generator, seeded and checkpointed by the loop, so a resumed run draws the same turns; under
+    DDP each rank draws its own, so 1 and 2 processes rotate different images). The
     upright features are the batch's own, so the extra cost is one forward and backward of m
     images (fraction 0.5: about 1.5x a plain step). The rotated pass runs in train mode (batch
     statistics of the rotated images; running statistics updated).
