@@ -25,7 +25,8 @@ import torch
 from tqdm import tqdm
 
 from nclab.config import RunConfig
-from nclab.data.loader import AugmentedImages, EpochBatchSampler, augment_from_config, eval_batches, seed_int, train_loader
+from nclab.data.loader import (AugmentedImages, EpochBatchSampler, augment_from_config, eval_batches, seed_int,
+                               train_loader)
 from nclab.data.prepare import PreparedData, prepare_data
 from nclab.data.transforms import Preprocess
 from nclab.errors import NclabError
