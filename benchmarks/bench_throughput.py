@@ -10,8 +10,9 @@ what PyTorch's CPU options give. One command, three sections per case:
 2. ``profile``: the phases of one step (batch assembly, augmentation, forward, backward,
    optimiser) timed separately over ``--steps`` steps, as shares of the step time.
 3. ``options``: forward + backward + SGD step per image on fixed batches for fp32, channels_last,
-   bf16 autocast, both, torch.compile (inductor, conv4-28 only; its compile time printed
-   separately), and one torch thread instead of two; interleaved repeats, medians, speed relative to fp32.
+   bf16 autocast, both, torch.compile (inductor; in fp32 on conv4-28 only, and with bf16 +
+   channels_last on every case where the CPU has native bf16; its compile time printed separately),
+   and one torch thread instead of two; interleaved repeats, medians, speed relative to fp32.
 4. ``threads``: the same step in fresh processes (OpenMP reads its settings once, at start-up):
    2 threads with OMP_WAIT_POLICY=ACTIVE (spinning waits, libgomp's default), 2 threads PASSIVE
    (what importing nclab sets), 1 thread; interleaved repeats, medians.
@@ -204,17 +205,21 @@ def profile_section(case: str, common: list[str], steps: int) -> None:
           "share of the step: " + ", ".join(f"{k} {v / total:.1%}" for k, v in phases.items()), flush=True)
 
 
-def options_section(case: str, common: list[str], steps: int, repeats: int, threads: int) -> None:
-    """Images/s of forward + backward + SGD step under each CPU option, relative to fp32."""
+def options_section(case: str, common: list[str], steps: int, repeats: int, threads: int, native: bool) -> None:
+    """Images/s of forward + backward + SGD step under each CPU option, relative to fp32; with
+    ``native`` (bf16 computed natively) also compiled in bf16 + channels_last, the recipes' setting."""
     cfg = load_config(None, common)
     data = prepare_data(cfg.data)
     tr = data.splits["train"]
     pre, batches = _batches(cfg, data, steps)
     settings = {"fp32": {}, "channels_last": {"cl": True}, "bf16 autocast": {"bf16": True},
                 "bf16 + channels_last": {"bf16": True, "cl": True}, "compile": {"compile": True},
-                "compile + channels_last": {"compile": True, "cl": True}, "1 thread": {"threads": 1}}
-    if case != "conv4-28":      # inductor's compilation takes a minute or more per model here; measured on conv4-28
-        settings = {k: v for k, v in settings.items() if not v.get("compile")}
+                "compile + channels_last": {"compile": True, "cl": True},
+                "compile + bf16 + channels_last": {"compile": True, "bf16": True, "cl": True}, "1 thread": {"threads": 1}}
+    if case != "conv4-28":      # inductor's fp32 compilation took minutes per ResNet-12 on the AVX2 cores
+        settings = {k: v for k, v in settings.items() if not v.get("compile") or v.get("bf16")}
+    if not native:              # emulated bf16 is 7-20x slower than fp32: nothing to learn from compiling it
+        settings.pop("compile + bf16 + channels_last")
     runs, compile_s = {}, {}
     for name, s in settings.items():
         fmt = torch.channels_last if s.get("cl") else torch.contiguous_format
@@ -256,7 +261,7 @@ def options_section(case: str, common: list[str], steps: int, repeats: int, thre
     for name, ts in times.items():
         m = statistics.median(ts)
         extra = f" (first two steps incl. compilation {compile_s[name]:.1f} s)" if name in compile_s else ""
-        print(f"  {name:<24}{n_img / m:8.0f} img/s  x{base / m:.2f}{extra}", flush=True)
+        print(f"  {name:<32}{n_img / m:8.0f} img/s  x{base / m:.2f}{extra}", flush=True)
 
 
 def child(case: str, steps: int, cl: bool) -> None:
@@ -329,7 +334,7 @@ def main() -> None:
         if "profile" in args.sections:
             profile_section(case, common, steps)
         if "options" in args.sections:
-            options_section(case, common, steps, args.repeats, args.threads)
+            options_section(case, common, steps, args.repeats, args.threads, native)
         if "threads" in args.sections:
             threads_section(case, steps, args.repeats, cl=True)
     print(f"load average at end {os.getloadavg()[0]:.2f}")
