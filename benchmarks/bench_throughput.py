@@ -213,13 +213,12 @@ def options_section(case: str, common: list[str], steps: int, repeats: int, thre
     tr = data.splits["train"]
     pre, batches = _batches(cfg, data, steps)
     settings = {"fp32": {}, "channels_last": {"cl": True}, "bf16 autocast": {"bf16": True},
-                "bf16 + channels_last": {"bf16": True, "cl": True}, "compile": {"compile": True},
-                "compile + channels_last": {"compile": True, "cl": True},
-                "compile + bf16 + channels_last": {"compile": True, "bf16": True, "cl": True}, "1 thread": {"threads": 1}}
-    if case != "conv4-28":      # inductor's fp32 compilation took minutes per ResNet-12 on the AVX2 cores
-        settings = {k: v for k, v in settings.items() if not v.get("compile") or v.get("bf16")}
-    if not native:              # emulated bf16 is 7-20x slower than fp32: nothing to learn from compiling it
-        settings.pop("compile + bf16 + channels_last")
+                "bf16 + channels_last": {"bf16": True, "cl": True}}
+    if case == "conv4-28":      # inductor's fp32 compilation took minutes per ResNet-12 on the AVX2 cores
+        settings |= {"compile": {"compile": True}, "compile + channels_last": {"compile": True, "cl": True}}
+    if native:                  # emulated bf16 is 7-20x slower than fp32: nothing to learn from compiling it
+        settings["compile + bf16 + channels_last"] = {"compile": True, "bf16": True, "cl": True}
+    settings["1 thread"] = {"threads": 1}
     runs, compile_s = {}, {}
     for name, s in settings.items():
         fmt = torch.channels_last if s.get("cl") else torch.contiguous_format
