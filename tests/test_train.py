@@ -53,10 +53,11 @@ FAST = ["trainer.channels_last=true", "trainer.precision=bf16-mixed", "data.crop
 
 PROTO = ["train.batch_per_class=4", "train.regularizers=[{proto: {strength: 0.5}}]"]
 ROTATION = FAST + ["train.regularizers=[{rotation: {strength: 1.0, fraction: 0.5}}]"]
+COMPILE = FAST + ["trainer.compile=true"]
 
 
 @pytest.mark.parametrize("every, options", [(0, []), (3, ["trainer.channels_last=false"]), (3, FAST), (2, PROTO),
-                                            (3, ROTATION)])
+                                            (3, ROTATION), (2, COMPILE)])
 def test_resume_after_a_crash_is_bitwise_identical(tmp_path, tiny_registered, every, options):
     extra = [f"trainer.ckpt_every_steps={every}", "model.options.norm=batch"] + options
     ref = _run(tmp_path, "ref", tiny_registered, extra)
@@ -70,6 +71,31 @@ def test_resume_after_a_crash_is_bitwise_identical(tmp_path, tiny_registered, ev
     assert _strip(ref.records()) == _strip([json.loads(x) for x in (cut / "metrics.jsonl").read_text().splitlines()])
     with pytest.raises(NclabError, match="already finished"):
         resume_run(cut)
+
+
+def test_compiled_training_trains_the_eager_model(tmp_path, tiny_registered):
+    # torch.compile changes the speed, not the model: in fp32 the compiled forward (a full batch
+    # and the smaller last one, two static graphs) trains the weights eager training does, to
+    # float rounding, and checkpoints the eager module (the same keys, no compiled-wrapper prefix).
+    extra = ["trainer.channels_last=false", "train.drop_last=false", "train.batch_size=16", "model.options.norm=batch"]
+    a = _run(tmp_path, "eager", tiny_registered, extra)
+    b = _run(tmp_path, "compiled", tiny_registered, extra + ["trainer.compile=true"])
+    wa, wb = load_file(a.weights_path), load_file(b.weights_path)
+    assert wa.keys() == wb.keys() and not any("_orig_mod" in k for k in wb)
+    for k in wa:
+        assert torch.allclose(wa[k].double(), wb[k].double(), rtol=1e-4, atol=1e-5), k
+    ra, rb = a.records(), b.records()
+    assert [r["step"] for r in ra] == [r["step"] for r in rb] == [3, 6, 9]     # 36 samples: 16 + 16 + 4
+    assert all(abs(x["loss"] - y["loss"]) < 1e-5 and x["test_acc"] == y["test_acc"] for x, y in zip(ra, rb))
+    init = load_file(_run(tmp_path, "init", tiny_registered, extra + ["train.epochs=1", "optim.lr=1e-9"]).weights_path)
+    assert any(not torch.allclose(wa[k], init[k], atol=1e-3) for k in wa)     # training moved the weights
+
+
+def test_compile_without_a_cpp_compiler_is_a_clear_error(tmp_path, tiny_registered, monkeypatch):
+    monkeypatch.setenv("CXX", "no-such-c++")
+    with pytest.raises(NclabError, match=r"trainer.compile=true: .*'no-such-c\+\+' is not on the PATH"):
+        _run(tmp_path, "x", tiny_registered, ["trainer.compile=true"])
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_regularizer_term_is_logged(tmp_path, tiny_registered):

@@ -113,7 +113,12 @@ def train_worker(fabric, run_dir: str | Path, callbacks: Sequence[EpochCallback]
         if hasattr(r, "bind"):                   # e.g. distill loads its teacher
             r.bind(pre, train_set.class_names)
     needs_input_grad = any(getattr(r, "needs_input_grad", False) for r in regs)
-    wrapped, optimizer = fabric.setup(model, optimizer)
+    # trainer.compile: only the training forward is compiled (Fabric re-applies the compilation
+    # over its DDP wrapper). Evaluation, callbacks and regularisers call the eager ``model``,
+    # which shares the parameters, and checkpoints are its state dict: the same keys either way.
+    # Static shapes: a smaller last batch compiles once more, then both graphs are reused.
+    train_module = torch.compile(model, dynamic=False) if cfg.trainer.compile else model
+    wrapped, optimizer = fabric.setup(train_module, optimizer)
     dataset = AugmentedImages(pre.to_chw(train_set.images), torch.as_tensor(train_set.labels), pre,
                               augment_from_config(cfg.data, data.flip))
 
