@@ -1,5 +1,5 @@
 """Training throughput: nclab's loop against a plain PyTorch loop, where the step time goes, and
-what PyTorch's CPU options give. One command, three sections per case:
+what PyTorch's CPU options give. One command, five sections per case:
 
 1. ``loop``: nclab's training loop (``start_run``: Fabric, seeded DataLoader of uint8 batches,
    float64 running sums, the source-test accuracy every epoch) against a plain loop in the same
@@ -13,7 +13,9 @@ what PyTorch's CPU options give. One command, three sections per case:
    bf16 autocast, both, torch.compile (inductor; in fp32 on conv4-28 only, and with bf16 +
    channels_last on every case where the CPU has native bf16; its compile time printed separately),
    and one torch thread instead of two; interleaved repeats, medians, speed relative to fp32.
-4. ``threads``: the same step in fresh processes (OpenMP reads its settings once, at start-up):
+4. ``batch``: the same step at the case's batch, twice and four times it, on the same images
+   (channels_last, bf16 where native): what a larger batch buys per image.
+5. ``threads``: the same step in fresh processes (OpenMP reads its settings once, at start-up):
    2 threads with OMP_WAIT_POLICY=ACTIVE (spinning waits, libgomp's default), 2 threads PASSIVE
    (what importing nclab sets), 1 thread; interleaved repeats, medians.
 
@@ -27,7 +29,7 @@ tiny-imagenet-32, batch 128). The tiny-imagenet cases need ``--tiny DIR`` (defau
 $NCLAB_DATA/tiny-imagenet-32, NCLAB_DATA defaulting to ../shared/data) and are skipped without it.
 
     python benchmarks/bench_throughput.py [--case conv4-28 conv4-32 resnet12-32 resnet12h-32] [--repeats 3]
-        [--sections loop profile options] [--threads 2] [--nclab key=value ...]
+        [--sections loop profile options batch threads] [--threads 2] [--nclab key=value ...]
 """
 
 from __future__ import annotations
@@ -205,6 +207,19 @@ def profile_section(case: str, common: list[str], steps: int) -> None:
           "share of the step: " + ", ".join(f"{k} {v / total:.1%}" for k, v in phases.items()), flush=True)
 
 
+def _sgd_steps(fwd, opt, xs, bf16: bool) -> float:
+    """Seconds for forward + cross-entropy + backward + SGD step over the batches ``xs``."""
+    t = time.perf_counter()
+    for x, y in xs:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = fwd(x)
+        loss = torch.nn.functional.cross_entropy(logits.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - t
+
+
 def options_section(case: str, common: list[str], steps: int, repeats: int, threads: int, native: bool) -> None:
     """Images/s of forward + backward + SGD step under each CPU option, relative to fp32; with
     ``native`` (bf16 computed natively) also compiled in bf16 + channels_last, the recipes' setting."""
@@ -233,16 +248,9 @@ def options_section(case: str, common: list[str], steps: int, repeats: int, thre
     def timed(name: str, n: int) -> float:
         fwd, opt, xs, s = runs[name]
         torch.set_num_threads(s.get("threads", threads))
-        t = time.perf_counter()
-        for x, y in xs[:n]:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(s.get("bf16"))):
-                logits = fwd(x)
-            loss = torch.nn.functional.cross_entropy(logits.float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        t = _sgd_steps(fwd, opt, xs[:n], bool(s.get("bf16")))
         torch.set_num_threads(threads)
-        return time.perf_counter() - t
+        return t
 
     for name in settings:
         t = timed(name, 2)                       # warm-up (and torch.compile's compilation)
@@ -261,6 +269,35 @@ def options_section(case: str, common: list[str], steps: int, repeats: int, thre
         m = statistics.median(ts)
         extra = f" (first two steps incl. compilation {compile_s[name]:.1f} s)" if name in compile_s else ""
         print(f"  {name:<32}{n_img / m:8.0f} img/s  x{base / m:.2f}{extra}", flush=True)
+
+
+def batch_section(case: str, common: list[str], steps: int, repeats: int, native: bool) -> None:
+    """Images/s of the step at the case's batch B, 2B and 4B on the same images, channels_last and
+    bf16 where it is native (the recipes' setting), relative to B: what a larger batch buys per image."""
+    cfg = load_config(None, common)
+    data = prepare_data(cfg.data)
+    b0 = cfg.train.batch_size
+    pre, batches = _batches(cfg, data, max(steps, 16))     # at least 4 steps of 4B
+    x_all, y_all = torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
+    n_img = len(y_all)
+    runs = {}
+    for b in (b0, 2 * b0, 4 * b0):
+        model = _model(cfg, pre, data.splits["train"].n_classes, 0).to(memory_format=torch.channels_last).train()
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+        runs[b] = (model, opt, [(x_all[i:i + b].contiguous(memory_format=torch.channels_last), y_all[i:i + b])
+                                for i in range(0, n_img, b)])
+    for model, opt, xs in runs.values():
+        _sgd_steps(model, opt, xs[:2], native)              # warm-up: oneDNN primitives of these shapes
+    times = {b: [] for b in runs}
+    for r in range(repeats):
+        for b in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
+            times[b].append(_sgd_steps(*runs[b], native))
+    base = statistics.median(times[b0])
+    print(f"[batch] {case}: forward + backward + SGD on the same {n_img} images, channels_last"
+          f"{', bf16 autocast' if native else ', fp32'}, median of {repeats}:")
+    for b, ts in times.items():
+        m = statistics.median(ts)
+        print(f"  batch {b:<5}{n_img / m:8.0f} img/s  x{base / m:.2f}", flush=True)
 
 
 def child(case: str, steps: int, cl: bool) -> None:
@@ -306,8 +343,8 @@ def main() -> None:
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--case", nargs="+", default=list(CASES), choices=list(CASES))
-    ap.add_argument("--sections", nargs="+", default=["loop", "profile", "options", "threads"],
-                    choices=["loop", "profile", "options", "threads"])
+    ap.add_argument("--sections", nargs="+", default=["loop", "profile", "options", "batch", "threads"],
+                    choices=["loop", "profile", "options", "batch", "threads"])
     ap.add_argument("--tiny", type=Path, default=default_tiny(),
                     help="the tiny-imagenet-32 folder (default $NCLAB_DATA/tiny-imagenet-32, NCLAB_DATA defaulting "
                          "to ../shared/data, as the recipes)")
@@ -334,6 +371,8 @@ def main() -> None:
             profile_section(case, common, steps)
         if "options" in args.sections:
             options_section(case, common, steps, args.repeats, args.threads, native)
+        if "batch" in args.sections:
+            batch_section(case, common, steps, args.repeats, native)
         if "threads" in args.sections:
             threads_section(case, steps, args.repeats, cl=True)
     print(f"load average at end {os.getloadavg()[0]:.2f}")
