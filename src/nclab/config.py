@@ -250,7 +250,7 @@ class TrainerConfig:
     seed: int = 0
     threads: int | None = None            # torch intra-op threads per process (None: torch default)
     channels_last: bool = True            # NHWC memory format for model and batches (1.2x faster conv training here, more under load)
-    compile: bool = False                 # torch.compile the training forward (x1.09-1.17 with bf16 + channels_last; BENCHMARKS)
+    compile: bool = False                 # torch.compile the training forward (x1.04-1.05 per omniglot epoch in bf16; BENCHMARKS)
     ckpt_every_steps: int = 0             # also checkpoint every k optimizer steps (0: epoch ends only)
     eval_batch_size: int = EVAL_BATCH_SIZE  # embedding / evaluation batches (cache-sized; BENCHMARKS "Probes")
     progress: bool = True
