@@ -8,7 +8,7 @@ what PyTorch's CPU options give. One command, five sections per case:
    epoch). Repeats alternate which loop goes first; medians of images/s and of the per-repeat
    ratio nclab / plain. Run with nclab's defaults for the case (``--nclab key=value`` to add).
 2. ``profile``: the phases of one step (batch assembly, augmentation, forward, backward,
-   optimiser) timed separately over ``--steps`` steps, as shares of the step time.
+   optimiser) timed separately over the case's steps, as shares of the step time.
 3. ``options``: forward + backward + SGD step per image on fixed batches for fp32, channels_last,
    bf16 autocast, both, torch.compile (inductor; in fp32 on conv4-28 only, and with bf16 +
    channels_last on every case where the CPU has native bf16; its compile time printed separately),
@@ -64,6 +64,9 @@ CASES = {
     "resnet12h-32": (["model.backbone=resnet12", "model.options={channels: [32, 64, 128, 256]}",
                       "train.batch_size=128", "data.shift=4"], 4, 3),
 }
+
+
+SECTIONS = ("loop", "profile", "options", "batch", "threads")
 
 
 def case_overrides(case: str, tiny: Path) -> list[str] | None:
@@ -207,6 +210,16 @@ def profile_section(case: str, common: list[str], steps: int) -> None:
           "share of the step: " + ", ".join(f"{k} {v / total:.1%}" for k, v in phases.items()), flush=True)
 
 
+def _interleaved(names: list, repeats: int, measure) -> dict:
+    """``measure(name)`` for every name, ``repeats`` times, odd repeats in reverse order (so drift
+    on a noisy machine falls on every setting alike): name -> the list of its measurements."""
+    out = {name: [] for name in names}
+    for r in range(repeats):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            out[name].append(measure(name))
+    return out
+
+
 def _sgd_steps(fwd, opt, xs, bf16: bool) -> float:
     """Seconds for forward + cross-entropy + backward + SGD step over the batches ``xs``."""
     t = time.perf_counter()
@@ -256,11 +269,7 @@ def options_section(case: str, common: list[str], steps: int, repeats: int, thre
         t = timed(name, 2)                       # warm-up (and torch.compile's compilation)
         if settings[name].get("compile"):
             compile_s[name] = t
-    times = {k: [] for k in settings}
-    for r in range(repeats):
-        names = list(settings) if r % 2 == 0 else list(settings)[::-1]
-        for name in names:
-            times[name].append(timed(name, steps))
+    times = _interleaved(list(settings), repeats, lambda name: timed(name, steps))
     n_img = steps * cfg.train.batch_size
     base = statistics.median(times["fp32"])
     print(f"[options] {case}: forward + backward + SGD, {steps} steps of {cfg.train.batch_size}, {threads} threads "
@@ -288,10 +297,7 @@ def batch_section(case: str, common: list[str], steps: int, repeats: int, native
                                 for i in range(0, n_img, b)])
     for model, opt, xs in runs.values():
         _sgd_steps(model, opt, xs[:2], native)              # warm-up: oneDNN primitives of these shapes
-    times = {b: [] for b in runs}
-    for r in range(repeats):
-        for b in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
-            times[b].append(_sgd_steps(*runs[b], native))
+    times = _interleaved(list(runs), repeats, lambda b: _sgd_steps(*runs[b], native))
     base = statistics.median(times[b0])
     print(f"[batch] {case}: forward + backward + SGD on the same {n_img} images, channels_last"
           f"{', bf16 autocast' if native else ', fp32'}, median of {repeats}:")
@@ -323,14 +329,14 @@ def child(case: str, steps: int, cl: bool) -> None:
 def threads_section(case: str, steps: int, repeats: int, cl: bool) -> None:
     settings = {"2 threads, OMP_WAIT_POLICY=ACTIVE": ("ACTIVE", 2), "2 threads, PASSIVE": ("PASSIVE", 2),
                 "1 thread": ("PASSIVE", 1)}
-    rates: dict[str, list[float]] = {k: [] for k in settings}
-    for r in range(repeats):
-        for name in (list(settings) if r % 2 == 0 else list(settings)[::-1]):
-            policy, n = settings[name]
-            env = {**os.environ, "OMP_WAIT_POLICY": policy, "OMP_NUM_THREADS": str(n)}
-            out = subprocess.run([sys.executable, __file__, "--child", case, str(steps), str(int(cl))], env=env,
-                                 capture_output=True, text=True, check=True).stdout
-            rates[name].append(float(out.split()[-1]))
+
+    def rate(name: str) -> float:
+        policy, n = settings[name]
+        env = {**os.environ, "OMP_WAIT_POLICY": policy, "OMP_NUM_THREADS": str(n)}
+        out = subprocess.run([sys.executable, __file__, "--child", case, str(steps), str(int(cl))], env=env,
+                             capture_output=True, text=True, check=True).stdout
+        return float(out.split()[-1])
+    rates = _interleaved(list(settings), repeats, rate)
     print(f"[threads] {case}: forward + backward + SGD, {'channels_last' if cl else 'contiguous'}, fresh processes, "
           f"median of {repeats} (load average now {os.getloadavg()[0]:.2f}):")
     for name, v in rates.items():
@@ -343,8 +349,7 @@ def main() -> None:
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--case", nargs="+", default=list(CASES), choices=list(CASES))
-    ap.add_argument("--sections", nargs="+", default=["loop", "profile", "options", "batch", "threads"],
-                    choices=["loop", "profile", "options", "batch", "threads"])
+    ap.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
     ap.add_argument("--tiny", type=Path, default=default_tiny(),
                     help="the tiny-imagenet-32 folder (default $NCLAB_DATA/tiny-imagenet-32, NCLAB_DATA defaulting "
                          "to ../shared/data, as the recipes)")

@@ -98,6 +98,13 @@ def test_compile_without_a_cpp_compiler_is_a_clear_error(tmp_path, tiny_register
     assert list(tmp_path.iterdir()) == []
 
 
+def test_compile_where_dynamo_is_unsupported_is_a_clear_error(tmp_path, tiny_registered, monkeypatch):
+    monkeypatch.setattr(torch._dynamo, "is_dynamo_supported", lambda: False)
+    with pytest.raises(NclabError, match=r"trainer.compile=true: torch.compile does not support this Python"):
+        _run(tmp_path, "x", tiny_registered, ["trainer.compile=true"])
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_regularizer_term_is_logged(tmp_path, tiny_registered):
     run = _run(tmp_path, "r", tiny_registered, ["train.epochs=1", "train.regularizers=[{gc: {alpha: 1.0e-3, probes: 1}}]"])
     rec = run.records()[0]
