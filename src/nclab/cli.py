@@ -14,8 +14,9 @@ import sys
 from nclab.errors import NclabError
 
 SPLIT_CHOICES = ("train", "test", "val", "novel")
-CHECKPOINT_HELP = ("with a run directory: final weights (default), the last checkpoint of an unfinished run, or "
-                   "best: the epoch kept by model selection (train.select)")
+CHECKPOINT_HELP = ("with a run directory: final weights (default; the moving average with train.ema), the last "
+                   "checkpoint (an unfinished run; with train.ema the live, un-averaged weights), or best: the "
+                   "epoch kept by model selection (train.select)")
 
 
 def _add_checkpoint(p: argparse.ArgumentParser) -> None:
@@ -227,6 +228,7 @@ def _parser_evaluate(sub) -> None:
                    help="one transform for all heads (none, l2, center, center+l2) or HEAD=T items; "
                         "default: center+l2 for ncc / ridge / 1nn, center for ncc-cosine, l2 for logistic")
     p.add_argument("--seed", type=int, default=0, help="episode seed")
+    _add_checkpoint(p)
     _add_tta(p)
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write the results as JSON")
     p.set_defaults(handler=_cmd_evaluate)

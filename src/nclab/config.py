@@ -226,6 +226,8 @@ class TrainConfig:
     select: str | None = None             # model selection: keep best.safetensors at the best value of this
                                           # val probe metric, e.g. val/fewshot/5w1s/ncc (nclab.experiments.select)
     select_mode: str = "auto"             # max | min | auto (inferred from the metric's name)
+    ema: float = 0.0                      # decay of a moving average of the weights, the network the run
+                                          # delivers (nclab.train.ema; e.g. 0.999); 0: off
 
     def check(self) -> None:
         check_range("train.epochs", self.epochs, 1, integer=True)
@@ -233,6 +235,7 @@ class TrainConfig:
         check_name("train.loss", self.loss)
         check_range("train.label_smoothing", self.label_smoothing, 0, 1, high_open=True)
         check_range("train.batch_per_class", self.batch_per_class, 0, integer=True)
+        check_range("train.ema", self.ema, 0, 1, high_open=True)
         if self.batch_per_class:
             check_batch_per_class(self.batch_size, self.batch_per_class)
         if self.select is not None and (not isinstance(self.select, str) or not self.select.strip()):

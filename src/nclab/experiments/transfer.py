@@ -74,13 +74,15 @@ def evaluate_transfer(run_dirs: Sequence[str | os.PathLike], split: str = "novel
                       shot: int | Sequence[int] = (1, 5), query: int = 15, episodes: int = 2000,
                       heads: Sequence[str] = ("ncc", "ridge", "logistic"),
                       transforms: str | Mapping[str, str] | None = None, seed: int = 0,
-                      base_split: str = "train", tta: str = "none", progress=None) -> TransferEvaluation:
+                      base_split: str = "train", tta: str = "none", checkpoint: str = "final",
+                      progress=None) -> TransferEvaluation:
     """Few-shot accuracy of the runs ``run_dirs`` (typically one recipe at several
     ``trainer.seed``) on ``split``, every way x shot, each head on its transform
     (:func:`head_transforms`); centring uses the mean feature of the run's ``base_split``.
     The episodes are sampled once per (way, shot) from ``seed`` and shared by all runs and heads.
     ``tta="flip"``: every image's features (target and base split) are the mean over the image
-    and its horizontal mirror (natural images only).
+    and its horizontal mirror (natural images only). ``checkpoint``: which weights of each run
+    (:func:`nclab.extract.load_run`: final, last or best).
     ``progress``: optional callable receiving one line per finished run."""
     if not run_dirs:
         raise NclabError("evaluate: expected at least one run directory")
@@ -92,14 +94,14 @@ def evaluate_transfer(run_dirs: Sequence[str | os.PathLike], split: str = "novel
         by_transform.setdefault(t, []).append(h)
     settings = {"split": split, "ways": ways, "shots": shots, "query": query, "episodes": episodes,
                 "heads": list(heads), "transforms": tf, "seed": seed, "base_split": base_split,
-                "tta": tta, "runs": [str(r) for r in run_dirs],
+                "tta": tta, "checkpoint": checkpoint, "runs": [str(r) for r in run_dirs],
                 "ci": "per run: ci95 = 1.96 std / sqrt(E) over episodes; over runs: seed_ci95_t = "
                       "t(0.975, n-1) std / sqrt(n) of the run means"}
     out = TransferEvaluation(settings=settings)
     episode_sets: dict[tuple[int, int], object] = {}
     labels0 = None
     for run_dir in run_dirs:
-        loaded = load_run(run_dir)
+        loaded = load_run(run_dir, checkpoint)
         target = features_of_split(loaded, split, tta)
         y = np.asarray(target.labels)
         if labels0 is None:

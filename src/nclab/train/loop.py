@@ -10,6 +10,10 @@ the initial network before the first step of a fresh run (a record is written fo
 only if a callback returned something). Rank 0 writes the records; the checkpoint stores how
 many it had written, so a resumed run neither loses nor repeats one. ``seconds`` is the
 epoch's training and test-accuracy time, without the callbacks (which may time themselves).
+
+With ``train.ema`` the network the run delivers is the moving average of the weights
+(:mod:`nclab.train.ema`): ``test_acc``, the callbacks and ``model.safetensors`` see it, while the
+checkpoints hold the live weights (``--checkpoint last``) and the average in their state.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from nclab.errors import NclabError
 from nclab.models import Classifier, create_model
 from nclab.train.callbacks import EpochCallback, EpochContext
 from nclab.train.checkpoint import latest_checkpoint, load_state, load_weights, rng_state, save_checkpoint, save_weights, set_rng_state
+from nclab.train.ema import WeightAverage
 from nclab.train.losses import make_loss
 from nclab.train.optim import build_optimizer, build_scheduler
 from nclab.train.regularizers import attach_aux_heads, build_regularizers
@@ -119,6 +124,11 @@ def train_worker(fabric, run_dir: str | Path, callbacks: Sequence[EpochCallback]
     # Static shapes: a smaller last batch compiles once more, then both graphs are reused.
     train_module = torch.compile(model, dynamic=False) if cfg.trainer.compile else model
     wrapped, optimizer = fabric.setup(train_module, optimizer)
+    # train.ema: the moving average is the network the run delivers: evaluated each epoch, handed
+    # to the callbacks (probes, model selection) and written as model.safetensors; the checkpoints
+    # keep the live weights (--checkpoint last) with the average in their state.
+    ema = WeightAverage(model, tc.ema) if tc.ema else None
+    delivered = ema.module if ema else model
     dataset = AugmentedImages(pre.to_chw(train_set.images), torch.as_tensor(train_set.labels), pre,
                               augment_from_config(cfg.data, data.flip))
 
@@ -135,6 +145,8 @@ def train_worker(fabric, run_dir: str | Path, callbacks: Sequence[EpochCallback]
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             set_rng_state(state["rng"][fabric.global_rank], fabric.device)
+            if ema:
+                ema.load_state_dict(state["ema"])
             for k in sums:
                 sums[k] += state["sums"][k][fabric.global_rank].to(fabric.device)
         except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as e:
@@ -149,10 +161,10 @@ def train_worker(fabric, run_dir: str | Path, callbacks: Sequence[EpochCallback]
 
     def run_callbacks(record: dict) -> bool:
         """Let every callback add to ``record`` (the network in eval mode); True if one did."""
-        model.eval()
+        delivered.eval()
         added = False
         for cb in callbacks:
-            extra = cb(EpochContext(record["epoch"], model, fabric, data, pre, cfg, run.path, record))
+            extra = cb(EpochContext(record["epoch"], delivered, fabric, data, pre, cfg, run.path, record))
             if extra:
                 record.update(extra)
                 added = True
@@ -173,7 +185,8 @@ def train_worker(fabric, run_dir: str | Path, callbacks: Sequence[EpochCallback]
             save_checkpoint(run.path, model, {
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "rng": rngs, "epoch": epoch, "step": step, "global_step": global_step,
-                "seconds": seconds_done + time.perf_counter() - t_start, "sums": gathered, "records": records})
+                "seconds": seconds_done + time.perf_counter() - t_start, "sums": gathered, "records": records,
+                **({"ema": ema.state_dict()} if ema else {})})
         fabric.barrier()
 
     bar = tqdm(total=tc.epochs * steps_per_epoch, initial=global_step, disable=not (cfg.trainer.progress and rank0),
@@ -202,6 +215,8 @@ def train_worker(fabric, run_dir: str | Path, callbacks: Sequence[EpochCallback]
             lr = optimizer.param_groups[0]["lr"]
             optimizer.step()
             scheduler.step()
+            if ema:
+                ema.update(model, global_step + 1)
             sums["loss"] += loss.detach().double() * len(y)
             sums["correct"] += (logits.detach().argmax(1) == y).sum()
             sums["count"] += len(y)
@@ -217,7 +232,7 @@ def train_worker(fabric, run_dir: str | Path, callbacks: Sequence[EpochCallback]
                              f"(optim.lr={cfg.optim.lr}; a smaller learning rate?)")
         record = {"epoch": epoch + 1, "step": global_step, "lr": lr, "loss": float(tot["loss"]) / n,
                   "train_acc": float(tot["correct"]) / n,
-                  "test_acc": accuracy(fabric, model, data.splits["test"].images, data.splits["test"].labels,
+                  "test_acc": accuracy(fabric, delivered, data.splits["test"].images, data.splits["test"].labels,
                                        pre, cfg.trainer.eval_batch_size)}
         for r in regs:
             record[f"reg_{r.name}"] = float(tot[f"reg_{r.name}"]) / n
@@ -235,7 +250,7 @@ def train_worker(fabric, run_dir: str | Path, callbacks: Sequence[EpochCallback]
         checkpoint(records=n_records)
     bar.close()
     if rank0:
-        save_weights(run.weights_path, model)
+        save_weights(run.weights_path, delivered)
         records = run.records()
         summary = {"epochs": tc.epochs, "steps": global_step, "final": records[-1] if records else None,
                    "train_seconds": sum(r.get("seconds", 0.0) for r in records),

@@ -1,0 +1,64 @@
+"""An exponential moving average of the weights (``train.ema``): the network a run delivers.
+
+After every optimiser step the averaged copy moves towards the live network,
+``avg <- d_t * avg + (1 - d_t) * live`` over every floating-point parameter and buffer (so
+batch-norm statistics are averaged with the weights they belong to); integer buffers
+(``num_batches_tracked``) are copied. ``d_t = min(decay, (1 + t) / (10 + t))`` after the t-th step
+is the warm-up of TensorFlow's ``ExponentialMovingAverage(num_updates=t)``: early on the average
+forgets the random initial weights quickly, later it spans about ``1 / (1 - decay)`` steps.
+
+``torch.optim.swa_utils.AveragedModel`` with ``get_ema_multi_avg_fn`` computes the same
+recursion without the warm-up; with it, the decay would have to be read from its on-device
+counter at every step (a host-device sync on a GPU). Here the loop passes the step it already
+counts. The update is one fused ``torch._foreach_lerp_`` per device and dtype.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+
+def ema_decay(decay: float, step: int) -> float:
+    """The decay applied at the ``step``-th update (1-based)."""
+    return min(decay, (1 + step) / (10 + step))
+
+
+class WeightAverage:
+    """The averaged copy (``.module``, eval mode, no gradients) of ``model``, on its device; in
+    float32 when the live network is in half precision (``trainer.precision=bf16-true``), where a
+    step of ``1 - decay`` would be lost to rounding."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        if any(p.dtype in (torch.float16, torch.bfloat16) for p in self.module.parameters()):
+            self.module.float()
+
+    def _pairs(self, model: torch.nn.Module):
+        mine = list(self.module.parameters()) + list(self.module.buffers())
+        live = list(model.parameters()) + list(model.buffers())
+        if len(mine) != len(live):
+            raise ValueError(f"the averaged network has {len(mine)} tensors, the live one {len(live)}")
+        return mine, live
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        """Fold in ``model``'s weights after its ``step``-th optimiser step."""
+        weight = 1.0 - ema_decay(self.decay, step)
+        avg, cur = [], []
+        for a, p in zip(*self._pairs(model)):
+            if a.is_floating_point():
+                avg.append(a)
+                cur.append(p.detach().to(a.dtype))
+            else:
+                a.copy_(p)
+        if avg:
+            torch._foreach_lerp_(avg, cur, weight)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state)
