@@ -36,19 +36,14 @@ class WeightAverage:
         if any(p.dtype in (torch.float16, torch.bfloat16) for p in self.module.parameters()):
             self.module.float()
 
-    def _pairs(self, model: torch.nn.Module):
-        mine = list(self.module.parameters()) + list(self.module.buffers())
-        live = list(model.parameters()) + list(model.buffers())
-        if len(mine) != len(live):
-            raise ValueError(f"the averaged network has {len(mine)} tensors, the live one {len(live)}")
-        return mine, live
-
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int) -> None:
         """Fold in ``model``'s weights after its ``step``-th optimiser step."""
         weight = 1.0 - ema_decay(self.decay, step)
         avg, cur = [], []
-        for a, p in zip(*self._pairs(model)):
+        mine = list(self.module.parameters()) + list(self.module.buffers())
+        live = list(model.parameters()) + list(model.buffers())
+        for a, p in zip(mine, live, strict=True):
             if a.is_floating_point():
                 avg.append(a)
                 cur.append(p.detach().to(a.dtype))
