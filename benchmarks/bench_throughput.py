@@ -10,7 +10,7 @@ what PyTorch's CPU options give. One command, five sections per case:
 2. ``profile``: the phases of one step (batch assembly, augmentation, forward, backward,
    optimiser) timed separately over the case's steps, as shares of the step time.
 3. ``options``: forward + backward + SGD step per image on fixed batches for fp32, channels_last,
-   bf16 autocast, both, torch.compile (inductor; in fp32 on conv4-28 only, and with bf16 +
+   bf16 autocast, both, both with train.ema's weight average updated after every step, torch.compile (inductor; in fp32 on conv4-28 only, and with bf16 +
    channels_last on every case where the CPU has native bf16; its compile time printed separately),
    and one torch thread instead of two; interleaved repeats, medians, speed relative to fp32.
 4. ``batch``: the same step at the case's batch, twice and four times it, on the same images
@@ -53,6 +53,7 @@ from nclab.data.loader import AugmentedImages, augment_from_config, train_loader
 from nclab.data.prepare import prepare_data
 from nclab.data.transforms import Preprocess
 from nclab.models import create_model
+from nclab.train.ema import WeightAverage
 from nclab.train.run import native_bf16, start_run
 
 # case -> (overrides, source classes for the loop section, steps for profile / options)
@@ -220,16 +221,19 @@ def _interleaved(names: list, repeats: int, measure) -> dict:
     return out
 
 
-def _sgd_steps(fwd, opt, xs, bf16: bool) -> float:
-    """Seconds for forward + cross-entropy + backward + SGD step over the batches ``xs``."""
+def _sgd_steps(fwd, opt, xs, bf16: bool, ema=None) -> float:
+    """Seconds for forward + cross-entropy + backward + SGD step over the batches ``xs`` (and, with
+    ``ema = (average, model)``, the update of the :class:`WeightAverage` after each step)."""
     t = time.perf_counter()
-    for x, y in xs:
+    for i, (x, y) in enumerate(xs):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logits = fwd(x)
         loss = torch.nn.functional.cross_entropy(logits.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if ema is not None:
+            ema[0].update(ema[1], i + 1)
     return time.perf_counter() - t
 
 
@@ -241,7 +245,8 @@ def options_section(case: str, common: list[str], steps: int, repeats: int, thre
     tr = data.splits["train"]
     pre, batches = _batches(cfg, data, steps)
     settings = {"fp32": {}, "channels_last": {"cl": True}, "bf16 autocast": {"bf16": True},
-                "bf16 + channels_last": {"bf16": True, "cl": True}}
+                "bf16 + channels_last": {"bf16": True, "cl": True},
+                "bf16 + channels_last + ema": {"bf16": True, "cl": True, "ema": True}}
     if case == "conv4-28":      # inductor's fp32 compilation took minutes per ResNet-12 on the AVX2 cores
         settings |= {"compile": {"compile": True}, "compile + channels_last": {"compile": True, "cl": True}}
     if native:                  # emulated bf16 is 7-20x slower than fp32: nothing to learn from compiling it
@@ -253,6 +258,8 @@ def options_section(case: str, common: list[str], steps: int, repeats: int, thre
         model = _model(cfg, pre, tr.n_classes, 0).to(memory_format=fmt).train()
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
         fwd = model
+        if s.get("ema"):                        # train.ema's update after every step
+            s["average"] = (WeightAverage(model, 0.999), model)
         if s.get("compile"):
             fwd = torch.compile(model)
         xs = [(x.contiguous(memory_format=fmt), y) for x, y in batches]
@@ -261,7 +268,7 @@ def options_section(case: str, common: list[str], steps: int, repeats: int, thre
     def timed(name: str, n: int) -> float:
         fwd, opt, xs, s = runs[name]
         torch.set_num_threads(s.get("threads", threads))
-        t = _sgd_steps(fwd, opt, xs[:n], bool(s.get("bf16")))
+        t = _sgd_steps(fwd, opt, xs[:n], bool(s.get("bf16")), s.get("average"))
         torch.set_num_threads(threads)
         return t
 

@@ -101,6 +101,24 @@ def test_two_process_ddp_trains_the_same_model(tmp_path):
 
 
 @pytest.mark.slow
+def test_two_process_ddp_averages_the_same_weights(tmp_path):
+    # train.ema under DDP: every rank folds the same all-reduced weights into its average, so
+    # two processes deliver the average one process delivers; the checkpoint keeps the live weights.
+    args = ["data.name=glyphs", "data.source_classes=20", "model.backbone=mlp",
+            "model.options={hidden: [64], activation: tanh}", "train.epochs=2", "train.batch_size=32",
+            "trainer.progress=false", "optim.lr=0.05", "train.ema=0.9"]
+    for name, extra in [("one", []), ("two", ["trainer.devices=2"])]:
+        p = _cli("train", *args, *extra, "--out", str(tmp_path / name))
+        assert p.returncode == 0, p.stderr
+    a, b = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5), f"{k}: max |diff| {float((a[k] - b[k]).abs().max()):.2e}"
+    live = load_file(latest_checkpoint(tmp_path / "two")[0])
+    assert any(not torch.allclose(live[k], b[k], atol=1e-4) for k in b)
+    assert _records(tmp_path / "one")[-1]["test_acc"] == pytest.approx(_records(tmp_path / "two")[-1]["test_acc"], abs=0.01)
+
+
+@pytest.mark.slow
 def test_two_process_ddp_distills_the_same_model(tmp_path):
     # The teacher is deterministic (eval mode, no random draws), so distillation under DDP
     # trains the model one process trains, as plain CE does (the test above).

@@ -1,6 +1,6 @@
 """The recipes in configs/: every file and every profile of it is a valid run config; the RFS
 paper profiles train a few steps (on generated stand-ins of CIFAR-FS, FC-100 and mini-ImageNet in
-their real formats and native sizes), and so do both profiles of the omniglot and tiny recipes
+their real formats and native sizes), and so do the profiles of the omniglot and tiny recipes
 (stand-ins of the shared Omniglot copy and of the tiny-imagenet-32 tree), then evaluate with
 `nclab evaluate`."""
 
@@ -68,7 +68,7 @@ def make_tiny_tree(root: Path, classes=("n01", "n02", "n03", "n04", "n05", "n06"
 
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe, profile", [("omniglot", None), ("omniglot", "paper"), ("tiny", "quick"),
-                                             ("tiny", "trainval"), ("tiny", "paper")])
+                                             ("tiny", "trainval"), ("tiny", "trainval30"), ("tiny", "paper")])
 def test_omniglot_and_tiny_profiles_train_a_few_steps_and_evaluate(tmp_path, recipe, profile, capsys):
     from tests.test_omniglot import make_npz_layout
     if recipe == "omniglot":
@@ -81,9 +81,10 @@ def test_omniglot_and_tiny_profiles_train_a_few_steps_and_evaluate(tmp_path, rec
     assert main(args + (["--profile", profile] if profile else [])) == 0
     cfg = load_config(tmp_path / "run" / "config.yaml")
     assert cfg.name == recipe + ("" if profile in (None, "quick") else f"-{profile}")
-    if profile == "trainval":              # the stand-in's val class moved into the source classes
+    if profile in ("trainval", "trainval30"):    # the stand-in's val class moved into the source classes
         splits = json.loads((tmp_path / "run" / "data.json").read_text())["splits"]
         assert cfg.data.trainval and cfg.train.epochs == 1 and splits["val"]["n_classes"] == 0
+        assert cfg.train.ema == (0.999 if profile == "trainval30" else 0.0)
     assert cfg.model.backbone == "resnet12"
     assert main(["evaluate", str(tmp_path / "run"), "--way", "2", "--shot", "1", "--query", "2", "--episodes", "4",
                  "--head", "ncc", "logistic"]) == 0
