@@ -124,9 +124,7 @@ def train_worker(fabric, run_dir: str | Path, callbacks: Sequence[EpochCallback]
     # Static shapes: a smaller last batch compiles once more, then both graphs are reused.
     train_module = torch.compile(model, dynamic=False) if cfg.trainer.compile else model
     wrapped, optimizer = fabric.setup(train_module, optimizer)
-    # train.ema: the moving average is the network the run delivers: evaluated each epoch, handed
-    # to the callbacks (probes, model selection) and written as model.safetensors; the checkpoints
-    # keep the live weights (--checkpoint last) with the average in their state.
+    # train.ema: the average is the delivered network (module docstring); checkpoints keep the live one
     ema = WeightAverage(model, tc.ema) if tc.ema else None
     delivered = ema.module if ema else model
     dataset = AugmentedImages(pre.to_chw(train_set.images), torch.as_tensor(train_set.labels), pre,
