@@ -223,7 +223,7 @@ def _interleaved(names: list, repeats: int, measure) -> dict:
 
 def _sgd_steps(fwd, opt, xs, bf16: bool, ema=None) -> float:
     """Seconds for forward + cross-entropy + backward + SGD step over the batches ``xs`` (and, with
-    ``ema = (average, model)``, the update of the :class:`WeightAverage` after each step)."""
+    ``ema``, the update of that :class:`WeightAverage` of the network after each step)."""
     t = time.perf_counter()
     for i, (x, y) in enumerate(xs):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -233,7 +233,7 @@ def _sgd_steps(fwd, opt, xs, bf16: bool, ema=None) -> float:
         loss.backward()
         opt.step()
         if ema is not None:
-            ema[0].update(ema[1], i + 1)
+            ema.update(i + 1)
     return time.perf_counter() - t
 
 
@@ -259,7 +259,7 @@ def options_section(case: str, common: list[str], steps: int, repeats: int, thre
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
         fwd = model
         if s.get("ema"):                        # train.ema's update after every step
-            s["average"] = (WeightAverage(model, 0.999), model)
+            s["average"] = WeightAverage(model, 0.999)
         if s.get("compile"):
             fwd = torch.compile(model)
         xs = [(x.contiguous(memory_format=fmt), y) for x, y in batches]

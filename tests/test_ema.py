@@ -52,7 +52,7 @@ def test_average_of_a_module_follows_the_recursion():
             for p in net.parameters():
                 p.add_(torch.randn_like(p))
         net.train()(torch.randn(8, 4))              # moves the batch-norm statistics and its counter
-        avg.update(net, step)
+        avg.update(step)
         live.append({k: v.clone() for k, v in net.state_dict().items()})
     ref = _reference(live, 0.3)[-1]
     got = avg.module.state_dict()
@@ -72,7 +72,7 @@ def test_average_of_a_half_precision_network_is_kept_in_float32():
     before = avg.module.weight.clone()
     with torch.no_grad():
         net.weight.add_(1.0)
-    avg.update(net, 10_000)                    # a step of 0.001: lost in bfloat16, kept in float32
+    avg.update(10_000)                    # a step of 0.001: lost in bfloat16, kept in float32
     assert torch.allclose(avg.module.weight, before + 0.001 * (net.weight.float() - before), atol=1e-7)
 
 

@@ -26,31 +26,32 @@ def ema_decay(decay: float, step: int) -> float:
 
 
 class WeightAverage:
-    """The averaged copy (``.module``, eval mode, no gradients) of ``model``, on its device; in
-    float32 when the live network is in half precision (``trainer.precision=bf16-true``), where a
-    step of ``1 - decay`` would be lost to rounding."""
+    """The averaged copy (``.module``, eval mode, no gradients) of the live network ``model``, on its
+    device; in float32 when ``model`` is in half precision (``trainer.precision=bf16-true``), where
+    a step of ``1 - decay`` would be lost to rounding. The tensors of the two networks are paired
+    once: ``model``'s parameters and buffers must stay the same objects (in-place updates and
+    ``load_state_dict`` keep them)."""
 
     def __init__(self, model: torch.nn.Module, decay: float):
         self.decay = decay
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
         if any(p.dtype in (torch.float16, torch.bfloat16) for p in self.module.parameters()):
             self.module.float()
+        pairs = list(zip([*self.module.parameters(), *self.module.buffers()],
+                         [*model.parameters(), *model.buffers()], strict=True))
+        self._avg = [a for a, _ in pairs if a.is_floating_point()]
+        self._live = [p.detach() for a, p in pairs if a.is_floating_point()]
+        self._cast = any(a.dtype != p.dtype for a, p in zip(self._avg, self._live))
+        self._copied = [(a, p) for a, p in pairs if not a.is_floating_point()]
 
     @torch.no_grad()
-    def update(self, model: torch.nn.Module, step: int) -> None:
-        """Fold in ``model``'s weights after its ``step``-th optimiser step."""
-        weight = 1.0 - ema_decay(self.decay, step)
-        avg, cur = [], []
-        mine = list(self.module.parameters()) + list(self.module.buffers())
-        live = list(model.parameters()) + list(model.buffers())
-        for a, p in zip(mine, live, strict=True):
-            if a.is_floating_point():
-                avg.append(a)
-                cur.append(p.detach().to(a.dtype))
-            else:
-                a.copy_(p)
-        if avg:
-            torch._foreach_lerp_(avg, cur, weight)
+    def update(self, step: int) -> None:
+        """Fold in the live network's weights after its ``step``-th optimiser step."""
+        for a, p in self._copied:
+            a.copy_(p)
+        if self._avg:
+            live = [p.to(a.dtype) for a, p in zip(self._avg, self._live)] if self._cast else self._live
+            torch._foreach_lerp_(self._avg, live, 1.0 - ema_decay(self.decay, step))
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu() for k, v in self.module.state_dict().items()}

@@ -214,7 +214,7 @@ def train_worker(fabric, run_dir: str | Path, callbacks: Sequence[EpochCallback]
             optimizer.step()
             scheduler.step()
             if ema:
-                ema.update(model, global_step + 1)
+                ema.update(global_step + 1)
             sums["loss"] += loss.detach().double() * len(y)
             sums["correct"] += (logits.detach().argmax(1) == y).sum()
             sums["count"] += len(y)
