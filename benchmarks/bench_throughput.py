@@ -1,5 +1,5 @@
 """Training throughput: nclab's loop against a plain PyTorch loop, where the step time goes, and
-what PyTorch's CPU options give. One command, five sections per case:
+what PyTorch's CPU options give. One command, six sections per case:
 
 1. ``loop``: nclab's training loop (``start_run``: Fabric, seeded DataLoader of uint8 batches,
    float64 running sums, the source-test accuracy every epoch) against a plain loop in the same
@@ -15,7 +15,10 @@ what PyTorch's CPU options give. One command, five sections per case:
    and one torch thread instead of two; interleaved repeats, medians, speed relative to fp32.
 4. ``batch``: the same step at the case's batch, twice and four times it, on the same images
    (channels_last, bf16 where native): what a larger batch buys per image.
-5. ``threads``: the same step in fresh processes (OpenMP reads its settings once, at start-up):
+5. ``resize``: the whole step (the loader's batch, resized as train.resize_from's ramp does, then
+   forward + backward + SGD; channels_last, bf16 where native) at the case's side and 4, 8 and
+   12 px less, relative to the full side: what progressive resizing saves per image.
+6. ``threads``: the same step in fresh processes (OpenMP reads its settings once, at start-up):
    2 threads with OMP_WAIT_POLICY=ACTIVE (spinning waits, libgomp's default), 2 threads PASSIVE
    (what importing nclab sets), 1 thread; interleaved repeats, medians.
 
@@ -29,7 +32,7 @@ tiny-imagenet-32, batch 128). The tiny-imagenet cases need ``--tiny DIR`` (defau
 $NCLAB_DATA/tiny-imagenet-32, NCLAB_DATA defaulting to ../shared/data) and are skipped without it.
 
     python benchmarks/bench_throughput.py [--case conv4-28 conv4-32 resnet12-32 resnet12h-32] [--repeats 3]
-        [--sections loop profile options batch threads] [--threads 2] [--nclab key=value ...]
+        [--sections loop profile options batch resize threads] [--threads 2] [--nclab key=value ...]
 """
 
 from __future__ import annotations
@@ -67,7 +70,7 @@ CASES = {
 }
 
 
-SECTIONS = ("loop", "profile", "options", "batch", "threads")
+SECTIONS = ("loop", "profile", "options", "batch", "resize", "threads")
 
 
 def case_overrides(case: str, tiny: Path) -> list[str] | None:
@@ -313,6 +316,40 @@ def batch_section(case: str, common: list[str], steps: int, repeats: int, native
         print(f"  batch {b:<5}{n_img / m:8.0f} img/s  x{base / m:.2f}", flush=True)
 
 
+def resize_section(case: str, common: list[str], steps: int, repeats: int, native: bool) -> None:
+    """Images/s of the whole step (the loader's batch at side s, then forward + backward + SGD) for
+    s = the stored side and 4, 8, 12 px less, relative to the stored side (channels_last, bf16 where native)."""
+    cfg = load_config(None, common)
+    data = prepare_data(cfg.data)
+    tr = data.splits["train"]
+    pre = Preprocess.fit(tr.images)
+    ds = AugmentedImages(pre.to_chw(tr.images), torch.as_tensor(tr.labels), pre, augment_from_config(cfg.data, data.flip))
+    full, b = pre.image_size, cfg.train.batch_size
+    sides = [full - d for d in (0, 4, 8, 12) if full - d >= 8]
+    runs = {}
+    for side in sides:
+        model = _model(cfg, pre, tr.n_classes, 0).to(memory_format=torch.channels_last).train()
+        runs[side] = (model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4))
+
+    def timed(side: int, n: int) -> float:
+        model, opt = runs[side]
+        t = time.perf_counter()
+        batches = ((x.contiguous(memory_format=torch.channels_last), y)
+                   for epoch in range(10**6) for x, y in train_loader(ds, b, 0, epoch, size=side))
+        _sgd_steps(model, opt, [next(batches) for _ in range(n)], native)
+        return time.perf_counter() - t
+
+    for side in sides:
+        timed(side, 2)                                      # warm-up: oneDNN primitives of these shapes
+    times = _interleaved(sides, repeats, lambda side: timed(side, steps))
+    base = statistics.median(times[full])
+    print(f"[resize] {case}: loader batch (augmented, resized) + forward + backward + SGD, {steps} steps of {b}, "
+          f"channels_last{', bf16 autocast' if native else ', fp32'}, median of {repeats}:")
+    for side, ts in times.items():
+        m = statistics.median(ts)
+        print(f"  {side:>3} px{steps * b / m:10.0f} img/s  x{base / m:.2f}", flush=True)
+
+
 def child(case: str, steps: int, cl: bool) -> None:
     """(In a fresh process) images/s of forward + backward + SGD on random batches of the case's shape."""
     cfg = load_config(None, CASES[case][0])             # the case's backbone, options and batch
@@ -385,6 +422,8 @@ def main() -> None:
             options_section(case, common, steps, args.repeats, args.threads, native)
         if "batch" in args.sections:
             batch_section(case, common, steps, args.repeats, native)
+        if "resize" in args.sections:
+            resize_section(case, common, steps, args.repeats, native)
         if "threads" in args.sections:
             threads_section(case, steps, args.repeats, cl=True)
     print(f"load average at end {os.getloadavg()[0]:.2f}")

@@ -185,6 +185,8 @@ CMD = [
     Cmd("type-augment", _train("data.augment=maybe"), "data.augment"),
     Cmd("type-trainval", _train("data.trainval=maybe"), "data.trainval"),
     Cmd("ema-out-of-range", _train("train.ema=1"), "train.ema=1.0"),
+    Cmd("resize-without-ramp", _train("train.resize_from=8"), "train.resize_from=8"),
+    Cmd("resize-larger-than-images", _train("train.resize_from=64", "train.resize_epochs=2"), "train.resize_from=64"),
     Cmd("type-options", _train("model.options=5"), "model.options"),
     Cmd("type-regularizers", _train("train.regularizers=5"), "train.regularizers"),
     Cmd("type-section-scalar", _train("data=5"), "data"),

@@ -55,10 +55,11 @@ PROTO = ["train.batch_per_class=4", "train.regularizers=[{proto: {strength: 0.5}
 ROTATION = FAST + ["train.regularizers=[{rotation: {strength: 1.0, fraction: 0.5}}]"]
 COMPILE = FAST + ["trainer.compile=true"]
 EMA = FAST + ["train.ema=0.9"]
+RESIZE = FAST + ["train.resize_from=8", "train.resize_epochs=2", "model.options.pools=2"]
 
 
 @pytest.mark.parametrize("every, options", [(0, []), (3, ["trainer.channels_last=false"]), (3, FAST), (2, PROTO),
-                                            (3, ROTATION), (2, COMPILE), (2, EMA)])
+                                            (3, ROTATION), (2, COMPILE), (2, EMA), (2, RESIZE)])
 def test_resume_after_a_crash_is_bitwise_identical(tmp_path, tiny_registered, every, options):
     extra = [f"trainer.ckpt_every_steps={every}", "model.options.norm=batch"] + options
     ref = _run(tmp_path, "ref", tiny_registered, extra)

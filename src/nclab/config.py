@@ -228,6 +228,9 @@ class TrainConfig:
     select_mode: str = "auto"             # max | min | auto (inferred from the metric's name)
     ema: float = 0.0                      # decay of a moving average of the weights, the network the run
                                           # delivers (nclab.train.ema; e.g. 0.999); 0: off
+    resize_from: int = 0                  # progressive resizing: train on images of this side in the first
+                                          # epoch, growing linearly to data.image_size at epoch resize_epochs
+    resize_epochs: int = 0                # + 1 (nclab.data.loader.epoch_image_size); 0: off
 
     def check(self) -> None:
         check_range("train.epochs", self.epochs, 1, integer=True)
@@ -236,6 +239,11 @@ class TrainConfig:
         check_range("train.label_smoothing", self.label_smoothing, 0, 1, high_open=True)
         check_range("train.batch_per_class", self.batch_per_class, 0, integer=True)
         check_range("train.ema", self.ema, 0, 1, high_open=True)
+        check_range("train.resize_from", self.resize_from, 0, integer=True)
+        check_range("train.resize_epochs", self.resize_epochs, 0, integer=True)
+        if bool(self.resize_from) != bool(self.resize_epochs):
+            raise NclabError(f"train.resize_from={self.resize_from}, train.resize_epochs={self.resize_epochs}: "
+                             f"progressive resizing needs both (a start side and the epochs of its ramp), or neither")
         if self.batch_per_class:
             check_batch_per_class(self.batch_size, self.batch_per_class)
         if self.select is not None and (not isinstance(self.select, str) or not self.select.strip()):

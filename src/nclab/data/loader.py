@@ -34,6 +34,7 @@ class BatchSpec:
     indices: np.ndarray
     lo: int
     hi: int
+    size: int = 0          # side the images are resized to (progressive resizing); 0: as stored
 
 
 class EpochBatchSampler(Sampler):
@@ -46,10 +47,11 @@ class EpochBatchSampler(Sampler):
     """
 
     def __init__(self, n: int, batch_size: int, seed: int, epoch: int, start_step: int = 0,
-                 drop_last: bool = True, rank: int = 0, world: int = 1, labels=None, per_class: int = 0):
+                 drop_last: bool = True, rank: int = 0, world: int = 1, labels=None, per_class: int = 0,
+                 size: int = 0):
         self.n, self.batch_size, self.seed, self.epoch = n, batch_size, seed, epoch
         self.start_step, self.drop_last, self.rank, self.world = start_step, drop_last, rank, world
-        self.labels, self.per_class = labels, per_class
+        self.labels, self.per_class, self.size = labels, per_class, size
         if per_class:
             check_batch_per_class(batch_size, per_class, world)
             if labels is None or len(labels) != n:
@@ -89,7 +91,17 @@ class EpochBatchSampler(Sampler):
             idx = order[step * self.batch_size:(step + 1) * self.batch_size]
             per = -(-len(idx) // self.world)
             lo, hi = min(len(idx), self.rank * per), min(len(idx), (self.rank + 1) * per)
-            yield BatchSpec(seed_int(self.seed, self.epoch, step, 1), idx, lo, hi)
+            yield BatchSpec(seed_int(self.seed, self.epoch, step, 1), idx, lo, hi, self.size)
+
+
+def epoch_image_size(epoch: int, full: int, start: int = 0, epochs: int = 0) -> int:
+    """Side of the training images in epoch ``epoch`` (0-based) under progressive resizing
+    (``train.resize_from`` = ``start``, ``train.resize_epochs`` = ``epochs``; FFCV's ramp):
+    ``start`` px in the first epoch, growing linearly to the stored side ``full`` at epoch
+    ``epochs`` and after; ``full`` when it is off (``start`` = 0)."""
+    if not start or epoch >= epochs:
+        return full
+    return round(start + (full - start) * epoch / epochs)
 
 
 def augment_from_config(cfg: DataConfig, flip: bool) -> Augment | None:
@@ -137,7 +149,11 @@ class AugmentedImages(torch.utils.data.Dataset):
         if self.augment is not None:
             x = self.augment(x, torch.Generator().manual_seed(spec.seed))
         sl = slice(spec.lo, spec.hi)
-        return self.preprocess.normalize(x[sl]), self.labels[idx][sl]
+        x = x[sl]
+        if spec.size and spec.size != x.shape[-1]:      # progressive resizing: a smaller image, antialiased
+            x = torch.nn.functional.interpolate(x, size=(spec.size, spec.size), mode="bilinear",
+                                                antialias=True, align_corners=False)
+        return self.preprocess.normalize(x), self.labels[idx][sl]
 
 
 def _identity(batch):
@@ -153,11 +169,12 @@ def _seed_worker(worker_id: int) -> None:
 
 def train_loader(dataset: AugmentedImages, batch_size: int, seed: int, epoch: int, start_step: int = 0,
                  drop_last: bool = True, rank: int = 0, world: int = 1, num_workers: int = 0,
-                 per_class: int = 0) -> DataLoader:
+                 per_class: int = 0, size: int = 0) -> DataLoader:
     """The DataLoader of one epoch (from ``start_step``); workers are seeded from ``seed``;
-    ``per_class`` > 0: class-balanced batches (:class:`EpochBatchSampler`)."""
+    ``per_class`` > 0: class-balanced batches (:class:`EpochBatchSampler`); ``size`` > 0: images
+    resized to ``size`` x ``size`` after augmentation (:func:`epoch_image_size`)."""
     sampler = EpochBatchSampler(len(dataset), batch_size, seed, epoch, start_step, drop_last, rank, world,
-                                dataset.labels.numpy() if per_class else None, per_class)
+                                dataset.labels.numpy() if per_class else None, per_class, size)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=_identity, num_workers=num_workers,
                       worker_init_fn=_seed_worker if num_workers else None,
                       generator=torch.Generator().manual_seed(seed_int(seed, epoch, 2)),

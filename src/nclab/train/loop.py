@@ -14,6 +14,10 @@ epoch's training and test-accuracy time, without the callbacks (which may time t
 With ``train.ema`` the network the run delivers is the moving average of the weights
 (:mod:`nclab.train.ema`): ``test_acc``, the callbacks and ``model.safetensors`` see it, while the
 checkpoints hold the live weights (``--checkpoint last``) and the average in their state.
+
+With ``train.resize_from`` (progressive resizing) each epoch trains on images resized to a side
+that is a function of the epoch alone (:func:`nclab.data.loader.epoch_image_size`), recorded as
+the epoch's ``image_size``; evaluation and callbacks always see the stored size.
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ import torch
 from tqdm import tqdm
 
 from nclab.config import RunConfig
-from nclab.data.loader import (AugmentedImages, EpochBatchSampler, augment_from_config, eval_batches, seed_int,
-                               train_loader)
+from nclab.data.loader import (AugmentedImages, EpochBatchSampler, augment_from_config, epoch_image_size,
+                               eval_batches, seed_int, train_loader)
 from nclab.data.prepare import PreparedData, prepare_data
 from nclab.data.transforms import Preprocess
 from nclab.errors import NclabError
@@ -193,8 +197,9 @@ def train_worker(fabric, run_dir: str | Path, callbacks: Sequence[EpochCallback]
     while epoch < tc.epochs:
         t_start = time.perf_counter()
         wrapped.train()
+        size = epoch_image_size(epoch, pre.image_size, tc.resize_from, tc.resize_epochs)
         loader = train_loader(dataset, tc.batch_size, cfg.trainer.seed, epoch, step, tc.drop_last,
-                              fabric.global_rank, world, cfg.data.num_workers, tc.batch_per_class)
+                              fabric.global_rank, world, cfg.data.num_workers, tc.batch_per_class, size)
         lr = optimizer.param_groups[0]["lr"]
         for x, y in loader:
             x, y = x.to(fabric.device, memory_format=fmt), y.to(fabric.device)
@@ -234,6 +239,8 @@ def train_worker(fabric, run_dir: str | Path, callbacks: Sequence[EpochCallback]
                                        pre, cfg.trainer.eval_batch_size)}
         for r in regs:
             record[f"reg_{r.name}"] = float(tot[f"reg_{r.name}"]) / n
+        if tc.resize_from:
+            record["image_size"] = size
         seconds = seconds_done + time.perf_counter() - t_start
         run_callbacks(record)
         record["seconds"] = seconds

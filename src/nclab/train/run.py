@@ -109,17 +109,23 @@ def validate(cfg: RunConfig, data: PreparedData) -> None:
         if hasattr(reg, "validate"):             # e.g. distill: the teacher run exists and fits
             reg.validate(data)
     pre = Preprocess(data.image_shape[0], data.channels, [0.0], [1.0])
+    if cfg.train.resize_from > pre.image_size:
+        raise NclabError(f"train.resize_from={cfg.train.resize_from}: expected at most the side of the "
+                         f"training images ({pre.image_size}); progressive resizing only shrinks them")
+    side = pre.image_size
     try:
         with warnings.catch_warnings():      # e.g. torch's "zero-element tensor" of a zero width
             warnings.simplefilter("error")
             model = build_model(cfg, pre, data.num_source_classes)
             with torch.no_grad():
-                model.eval()(torch.zeros(2, pre.channels, pre.image_size, pre.image_size))
+                for side in {pre.image_size, cfg.train.resize_from or pre.image_size}:
+                    model.eval()(torch.zeros(2, pre.channels, side, side))
     except NclabError:
         raise
     except (RuntimeError, ValueError, UserWarning) as e:
         raise NclabError(f"model.backbone={cfg.model.backbone} (options {cfg.model.options}) cannot embed "
-                         f"{pre.channels} x {pre.image_size} x {pre.image_size} images: {e}") from None
+                         f"{pre.channels} x {side} x {side} images"
+                         + (" (train.resize_from)" if side != pre.image_size else "") + f": {e}") from None
     build_optimizer(model.parameters(), cfg.optim)
 
 
