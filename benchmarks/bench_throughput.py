@@ -163,12 +163,31 @@ def loop_section(case: str, common: list[str], nclab_extra: list[str], repeats: 
           f"{n_img / statistics.median(times['nclab']):.0f} img/s, nclab / plain {ratio:.3f}")
 
 
-def _batches(cfg, data, n: int):
+def _dataset(cfg, data) -> tuple[Preprocess, AugmentedImages]:
+    """The training split as the loop sees it: fitted preprocessing, the config's augmentation."""
     tr = data.splits["train"]
     pre = Preprocess.fit(tr.images)
-    ds = AugmentedImages(pre.to_chw(tr.images), torch.as_tensor(tr.labels), pre, augment_from_config(cfg.data, data.flip))
-    it = (b for epoch in range(10**6) for b in train_loader(ds, cfg.train.batch_size, 0, epoch))
+    return pre, AugmentedImages(pre.to_chw(tr.images), torch.as_tensor(tr.labels), pre,
+                                augment_from_config(cfg.data, data.flip))
+
+
+def _stream(ds: AugmentedImages, batch: int, size: int = 0):
+    """The loader's batches, epoch after epoch (``size``: train.resize_from's resize)."""
+    return (b for epoch in range(10**6) for b in train_loader(ds, batch, 0, epoch, size=size))
+
+
+def _batches(cfg, data, n: int):
+    pre, ds = _dataset(cfg, data)
+    it = _stream(ds, cfg.train.batch_size)
     return pre, [tuple(next(it)) for _ in range(n)]
+
+
+def _print_relative(times: dict, base, n_img: int, label) -> None:
+    """One line per setting: images/s (median) and speed relative to the setting ``base``."""
+    ref = statistics.median(times[base])
+    for key, ts in times.items():
+        m = statistics.median(ts)
+        print(f"  {label(key)}{n_img / m:8.0f} img/s  x{ref / m:.2f}", flush=True)
 
 
 def profile_section(case: str, common: list[str], steps: int) -> None:
@@ -308,12 +327,9 @@ def batch_section(case: str, common: list[str], steps: int, repeats: int, native
     for model, opt, xs in runs.values():
         _sgd_steps(model, opt, xs[:2], native)              # warm-up: oneDNN primitives of these shapes
     times = _interleaved(list(runs), repeats, lambda b: _sgd_steps(*runs[b], native))
-    base = statistics.median(times[b0])
     print(f"[batch] {case}: forward + backward + SGD on the same {n_img} images, channels_last"
           f"{', bf16 autocast' if native else ', fp32'}, median of {repeats}:")
-    for b, ts in times.items():
-        m = statistics.median(ts)
-        print(f"  batch {b:<5}{n_img / m:8.0f} img/s  x{base / m:.2f}", flush=True)
+    _print_relative(times, b0, n_img, lambda b: f"batch {b:<5}")
 
 
 def resize_section(case: str, common: list[str], steps: int, repeats: int, native: bool) -> None:
@@ -321,33 +337,28 @@ def resize_section(case: str, common: list[str], steps: int, repeats: int, nativ
     s = the stored side and 4, 8, 12 px less, relative to the stored side (channels_last, bf16 where native)."""
     cfg = load_config(None, common)
     data = prepare_data(cfg.data)
-    tr = data.splits["train"]
-    pre = Preprocess.fit(tr.images)
-    ds = AugmentedImages(pre.to_chw(tr.images), torch.as_tensor(tr.labels), pre, augment_from_config(cfg.data, data.flip))
+    pre, ds = _dataset(cfg, data)
+    n_classes = data.splits["train"].n_classes
     full, b = pre.image_size, cfg.train.batch_size
     sides = [full - d for d in (0, 4, 8, 12) if full - d >= 8]
     runs = {}
     for side in sides:
-        model = _model(cfg, pre, tr.n_classes, 0).to(memory_format=torch.channels_last).train()
+        model = _model(cfg, pre, n_classes, 0).to(memory_format=torch.channels_last).train()
         runs[side] = (model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4))
 
     def timed(side: int, n: int) -> float:
         model, opt = runs[side]
         t = time.perf_counter()
-        batches = ((x.contiguous(memory_format=torch.channels_last), y)
-                   for epoch in range(10**6) for x, y in train_loader(ds, b, 0, epoch, size=side))
+        batches = ((x.contiguous(memory_format=torch.channels_last), y) for x, y in _stream(ds, b, side))
         _sgd_steps(model, opt, [next(batches) for _ in range(n)], native)
         return time.perf_counter() - t
 
     for side in sides:
         timed(side, 2)                                      # warm-up: oneDNN primitives of these shapes
     times = _interleaved(sides, repeats, lambda side: timed(side, steps))
-    base = statistics.median(times[full])
     print(f"[resize] {case}: loader batch (augmented, resized) + forward + backward + SGD, {steps} steps of {b}, "
           f"channels_last{', bf16 autocast' if native else ', fp32'}, median of {repeats}:")
-    for side, ts in times.items():
-        m = statistics.median(ts)
-        print(f"  {side:>3} px{steps * b / m:10.0f} img/s  x{base / m:.2f}", flush=True)
+    _print_relative(times, full, steps * b, lambda side: f"{side:>3} px   ")
 
 
 def child(case: str, steps: int, cl: bool) -> None:
