@@ -1,6 +1,7 @@
 """Few-shot evaluation of runs as the field reports it (nclab.experiments.transfer, `nclab evaluate`)."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -10,7 +11,8 @@ from scipy import stats
 import nclab
 from nclab.cli import main
 from nclab.errors import NclabError
-from nclab.experiments.transfer import FIELD_TRANSFORMS, evaluate_transfer, head_transforms, seed_spread
+from nclab.experiments.transfer import (FIELD_TRANSFORMS, evaluate_transfer, head_transforms, paired_differences,
+                                       seed_spread)
 from nclab.extract import features_of_split, load_run
 from nclab.fewshot import EpisodeSampler
 from nclab.fewshot.transforms import base_mean
@@ -75,6 +77,41 @@ def test_each_head_sees_its_transform_on_shared_episodes(two_seeds):
     assert {r["seed"] for r in ev.rows} == {0, 1}
 
 
+def test_episode_accuracies_and_the_paired_difference(two_seeds, tmp_path):
+    ev = evaluate_transfer(two_seeds, way=3, shot=[1, 2], query=4, episodes=50, heads=("ncc", "ridge"), seed=2)
+    # each run's per-episode NCC accuracies against a float64 nearest-mean by hand on the CL2N features
+    for run in two_seeds:
+        loaded = load_run(run)
+        F = features_of_split(loaded, "novel").features.astype(np.float64)
+        y = features_of_split(loaded, "novel").labels
+        x = F - features_of_split(loaded, "train").features.astype(np.float64).mean(0)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        for n in (1, 2):
+            ep = EpisodeSampler(3, n, 4, 50, 2).sample(y)
+            means = x[ep.support].mean(2)                                   # E x way x d
+            d2 = ((x[ep.queries][:, :, :, None, :] - means[:, None, None]) ** 2).sum(-1)   # E x way x q x way
+            hand = (d2.argmin(-1) == np.arange(3)[None, :, None]).mean((1, 2))
+            (row,) = [r for r in ev.rows if r["run"] == str(run) and r["shot"] == n and r["head"] == "ncc"]
+            assert np.allclose(row["episode_accuracies"], hand, atol=1e-12)
+            assert row["mean"] == pytest.approx(np.mean(row["episode_accuracies"]), abs=1e-12)
+    paired = paired_differences(ev)
+    assert ev.paired is paired and len(paired) == len(ev.summary)
+    acc = {(r["run"], r["shot"], r["head"]): np.asarray(r["episode_accuracies"]) for r in ev.rows}
+    for p in paired:
+        assert (p["run"], p["reference"]) == (str(two_seeds[1]), str(two_seeds[0]))
+        d = acc[(p["run"], p["shot"], p["head"])] - acc[(p["reference"], p["shot"], p["head"])]
+        assert p["diff_mean"] == pytest.approx(d.mean(), abs=1e-12)
+        assert p["diff_ci95"] == pytest.approx(1.96 * d.std(ddof=1) / np.sqrt(50), abs=1e-12)
+        assert (p["better"], p["worse"]) == ((d > 0).sum(), (d < 0).sum())
+    # a run against a copy of itself: no difference, no spread
+    shutil.copytree(two_seeds[0], tmp_path / "copy")
+    same = evaluate_transfer([two_seeds[0], tmp_path / "copy"], way=3, shot=1, query=4, episodes=50, heads=("ncc",), seed=2)
+    (p,) = paired_differences(same)
+    assert (p["diff_mean"], p["diff_ci95"], p["better"], p["worse"]) == (0.0, 0.0, 0, 0)
+    with pytest.raises(NclabError, match="reference run 2"):
+        paired_differences(ev, reference=2)
+
+
 def test_evaluate_command(two_seeds, tmp_path, capsys):
     out = tmp_path / "ev.json"
     assert main(["evaluate", *map(str, two_seeds), "--way", "3", "--shot", "1", "--query", "3", "--episodes", "30",
@@ -83,6 +120,15 @@ def test_evaluate_command(two_seeds, tmp_path, capsys):
     assert "seed 0" in text and "seed 1" in text and "center+l2" in text and "over seeds" in text
     rec = json.loads(out.read_text())
     assert rec["settings"]["transforms"] == {"ncc": "center+l2", "ridge": "l2"} and len(rec["rows"]) == 4
+    assert all(len(r["episode_accuracies"]) == 30 for r in rec["rows"]) and "paired" not in rec
+    assert main(["evaluate", *map(str, two_seeds), "--way", "3", "--shot", "1", "--query", "3", "--episodes", "30",
+                 "--head", "ncc", "--paired", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "paired against" in text and "better / worse" in text
+    (p,) = json.loads(out.read_text())["paired"]
+    assert p["run"] == str(two_seeds[1]) and p["episodes"] == 30
+    assert main(["evaluate", str(two_seeds[0]), "--paired"]) == 2
+    assert "--paired: expected at least 2 runs" in capsys.readouterr().err
     assert main(["evaluate", str(two_seeds[0]), "--transform", "ncc=nope", "--head", "ncc"]) == 2
     assert "nope" in capsys.readouterr().err
 

@@ -228,6 +228,10 @@ def _parser_evaluate(sub) -> None:
                    help="one transform for all heads (none, l2, center, center+l2) or HEAD=T items; "
                         "default: center+l2 for ncc / ridge / 1nn, center for ncc-cosine, l2 for logistic")
     p.add_argument("--seed", type=int, default=0, help="episode seed")
+    p.add_argument("--paired", action="store_true",
+                   help="also compare every run with the first on the shared episodes: the mean per-episode "
+                        "accuracy difference and its 95%% interval over episodes (e.g. a recipe change against "
+                        "the recipe at the same seed)")
     _add_checkpoint(p)
     _add_tta(p)
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write the results as JSON")

@@ -6,7 +6,7 @@ import sys
 import time
 
 from nclab.errors import NclabError
-from nclab.report.tables import format_transfer
+from nclab.report.tables import format_paired, format_transfer
 
 
 def parse_transforms(items: list[str] | None):
@@ -26,9 +26,11 @@ def parse_transforms(items: list[str] | None):
 
 def evaluate_command(args) -> int:
     from nclab.atomic import atomic_write_json
-    from nclab.experiments.transfer import evaluate_transfer
+    from nclab.experiments.transfer import evaluate_transfer, paired_differences
     if args.episodes < 2:
         raise NclabError(f"--episodes: a confidence interval needs at least 2 episodes, got {args.episodes}")
+    if args.paired and len(args.runs) < 2:
+        raise NclabError(f"--paired: expected at least 2 runs to compare, got {len(args.runs)}")
     t0 = time.perf_counter()
     ev = evaluate_transfer(args.runs, split=args.split, way=args.way, shot=args.shot, query=args.query,
                            episodes=args.episodes, heads=args.head, transforms=parse_transforms(args.transform),
@@ -39,6 +41,9 @@ def evaluate_command(args) -> int:
           f"episode seed {args.seed}" + ("" if args.tta == "none" else f", tta {args.tta}")
           + ("" if args.checkpoint == "final" else f", {args.checkpoint} weights") + "; accuracy % ± 95% interval")
     print(format_transfer(ev))
+    if args.paired:
+        paired_differences(ev)
+        print(format_paired(ev))
     if args.json_out:
         from nclab import __version__
         atomic_write_json(args.json_out, {**ev.to_dict(), "seconds": round(time.perf_counter() - t0, 3),

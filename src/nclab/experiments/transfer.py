@@ -6,7 +6,10 @@ feature of the base classes; RFS, Tian et al. 2020: logistic regression, L2, C =
 L2-normalised features), on 1,000-2,000 seeded k-way n-shot episodes shared by every head and
 every run, with the mean accuracy and its 95% interval per run and, over runs that differ by
 their pre-training seed, the mean of the run means with their spread (std, ddof = 1, and the
-Student-t 95% interval over seeds).
+Student-t 95% interval over seeds). Because every run answers the same episodes, two runs (say a
+recipe and a change to it) compare *paired*: the mean of the per-episode accuracy differences and
+its 95% interval over episodes (:func:`paired_differences`), far narrower than the two runs'
+intervals combined when the runs err on the same episodes.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from scipy import stats as _st
 from nclab.errors import NclabError
 from nclab.extract import features_of_split, load_run
 from nclab.fewshot import EpisodeSampler, fewshot_report, make_head
+from nclab.fewshot.stats import confidence_interval
 from nclab.fewshot.transforms import TRANSFORMS, base_mean
 
 # The transform each head is reported with (SimpleShot CL2N for the nearest-mean heads and
@@ -47,15 +51,45 @@ def head_transforms(heads: Sequence[str], transforms: str | Mapping[str, str] | 
 
 @dataclass
 class TransferEvaluation:
-    """``rows``: one per (run, way, shot, head) with the run's mean accuracy and intervals over
-    episodes; ``summary``: one per (way, shot, head) over the runs (pre-training seeds)."""
+    """``rows``: one per (run, way, shot, head) with the run's mean accuracy, intervals over
+    episodes and ``episode_accuracies`` (one per episode, in the shared episodes' order);
+    ``summary``: one per (way, shot, head) over the runs (pre-training seeds); ``paired``: filled
+    by :func:`paired_differences`."""
 
     rows: list[dict] = field(default_factory=list)
     summary: list[dict] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
+    paired: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"settings": self.settings, "rows": self.rows, "summary": self.summary}
+        return {"settings": self.settings, "rows": self.rows, "summary": self.summary,
+                **({"paired": self.paired} if self.paired else {})}
+
+
+def paired_differences(ev: TransferEvaluation, reference: int = 0) -> list[dict]:
+    """Each other run against run number ``reference`` of ``ev`` on the same episodes: per (way,
+    shot, head) the mean of ``acc_run - acc_reference`` over episodes with its 95% intervals
+    (:func:`nclab.fewshot.stats.confidence_interval` of the differences) and the number of episodes
+    each run answered better. Stored in ``ev.paired`` and returned."""
+    runs = list(dict.fromkeys(r["run"] for r in ev.rows))
+    if len(runs) < 2:
+        raise NclabError(f"paired comparison: expected at least 2 runs, got {len(runs)}")
+    if not 0 <= reference < len(runs):
+        raise NclabError(f"paired comparison: reference run {reference} out of range for {len(runs)} runs")
+    ref = runs[reference]
+    cell = {(r["run"], r["way"], r["shot"], r["head"]): np.asarray(r["episode_accuracies"], dtype=np.float64)
+            for r in ev.rows}
+    ev.paired = []
+    for s in ev.summary:
+        key = (s["way"], s["shot"], s["head"])
+        a0 = cell[(ref,) + key]
+        for run in runs:
+            if run != ref:
+                d = cell[(run,) + key] - a0
+                ev.paired.append({"run": run, "reference": ref, "way": key[0], "shot": key[1], "head": key[2],
+                                  "episodes": int(d.size), "better": int((d > 0).sum()), "worse": int((d < 0).sum()),
+                                  **{f"diff_{k}": v for k, v in confidence_interval(d).items()}})
+    return ev.paired
 
 
 def seed_spread(means: Sequence[float]) -> dict:
@@ -122,7 +156,8 @@ def evaluate_transfer(run_dirs: Sequence[str | os.PathLike], split: str = "novel
                                      episode_sets=[episode_sets[(k, n)] for n in shots])
                 for r in res.rows:
                     out.rows.append({"run": str(run_dir), "seed": loaded.config.trainer.seed, "split": split,
-                                     "transform": t, **r})
+                                     "transform": t, **r, "episode_accuracies":
+                                     np.asarray(res.accuracies[(r["shot"], r["head"])], dtype=np.float64).tolist()})
         if progress is not None:
             progress(f"{run_dir}: done")
     order = {h: i for i, h in enumerate(heads)}

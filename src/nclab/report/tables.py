@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import numpy as np
@@ -93,6 +94,27 @@ def format_transfer(ev) -> str:
             line += f"{100 * r['mean']:>9.2f} ± {100 * r['ci95']:<4.2f}"
         if s["n_runs"] > 1:
             line += f"   {100 * s['mean']:.2f} ± {100 * s['seed_ci95_t']:.2f}, {100 * s['seed_std']:.2f}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def format_paired(ev) -> str:
+    """``ev.paired`` (:func:`~nclab.experiments.transfer.paired_differences`): per (way, shot, head)
+    each run's accuracy minus the reference run's on the same episodes, ± its 95% interval over
+    episodes, and on how many episodes it was better / worse."""
+    runs = list(dict.fromkeys(p["run"] for p in ev.paired))
+    seeds = {r["run"]: r["seed"] for r in ev.rows}
+    ref = ev.paired[0]["reference"]
+    lines = [f"paired against {ref} (seed {seeds[ref]}), same episodes: accuracy difference in points "
+             f"± 95% interval over episodes [episodes better / worse]",
+             f"{'way':>4}{'shot':>5}  {'head':<11}"
+             + "".join(f"{(os.path.basename(os.path.normpath(r)) + ' s' + str(seeds[r]))[-26:]:>27}" for r in runs)]
+    cell = {(p["run"], p["way"], p["shot"], p["head"]): p for p in ev.paired}
+    for s in ev.summary:
+        line = f"{s['way']:>4}{s['shot']:>5}  {s['head']:<11}"
+        for run in runs:
+            p = cell[(run, s["way"], s["shot"], s["head"])]
+            line += f"{100 * p['diff_mean']:>+11.2f} ± {100 * p['diff_ci95']:<4.2f} [{p['better']:>3} / {p['worse']:<3}]"
         lines.append(line)
     return "\n".join(lines)
 
