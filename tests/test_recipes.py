@@ -67,7 +67,7 @@ def make_tiny_tree(root: Path, classes=("n01", "n02", "n03", "n04", "n05", "n06"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("recipe, profile", [("omniglot", None), ("omniglot", "paper"), ("tiny", "quick"),
+@pytest.mark.parametrize("recipe, profile", [("omniglot", None), ("omniglot", "quick15"), ("omniglot", "paper"), ("tiny", "quick"),
                                              ("tiny", "trainval"), ("tiny", "trainval30"), ("tiny", "paper")])
 def test_omniglot_and_tiny_profiles_train_a_few_steps_and_evaluate(tmp_path, recipe, profile, capsys):
     from tests.test_omniglot import make_npz_layout
@@ -85,6 +85,8 @@ def test_omniglot_and_tiny_profiles_train_a_few_steps_and_evaluate(tmp_path, rec
         splits = json.loads((tmp_path / "run" / "data.json").read_text())["splits"]
         assert cfg.data.trainval and cfg.train.epochs == 1 and splits["val"]["n_classes"] == 0
         assert cfg.train.ema == (0.999 if profile == "trainval30" else 0.0)
+    if profile == "quick15":
+        assert (cfg.optim.lr, cfg.optim.weight_decay) == (0.2, 1e-3)
     assert cfg.model.backbone == "resnet12"
     assert main(["evaluate", str(tmp_path / "run"), "--way", "2", "--shot", "1", "--query", "2", "--episodes", "4",
                  "--head", "ncc", "logistic"]) == 0
