@@ -127,8 +127,9 @@ def test_evaluate_command(two_seeds, tmp_path, capsys):
     assert "paired against" in text and "better / worse" in text
     (p,) = json.loads(out.read_text())["paired"]
     assert p["run"] == str(two_seeds[1]) and p["episodes"] == 30
-    assert main(["evaluate", str(two_seeds[0]), "--paired"]) == 2
-    assert "--paired: expected at least 2 runs" in capsys.readouterr().err
+    for runs in ([two_seeds[0]], [two_seeds[0], two_seeds[0]]):
+        assert main(["evaluate", *map(str, runs), "--paired"]) == 2
+        assert "--paired: expected at least 2 different runs" in capsys.readouterr().err
     assert main(["evaluate", str(two_seeds[0]), "--transform", "ncc=nope", "--head", "ncc"]) == 2
     assert "nope" in capsys.readouterr().err
 

@@ -29,8 +29,8 @@ def evaluate_command(args) -> int:
     from nclab.experiments.transfer import evaluate_transfer, paired_differences
     if args.episodes < 2:
         raise NclabError(f"--episodes: a confidence interval needs at least 2 episodes, got {args.episodes}")
-    if args.paired and len(args.runs) < 2:
-        raise NclabError(f"--paired: expected at least 2 runs to compare, got {len(args.runs)}")
+    if args.paired and len(set(args.runs)) < 2:
+        raise NclabError(f"--paired: expected at least 2 different runs to compare, got {' '.join(args.runs)}")
     t0 = time.perf_counter()
     ev = evaluate_transfer(args.runs, split=args.split, way=args.way, shot=args.shot, query=args.query,
                            episodes=args.episodes, heads=args.head, transforms=parse_transforms(args.transform),
