@@ -15,7 +15,7 @@ from nclab.experiments.transfer import (FIELD_TRANSFORMS, evaluate_transfer, hea
                                        seed_spread)
 from nclab.extract import features_of_split, load_run
 from nclab.fewshot import EpisodeSampler
-from nclab.fewshot.transforms import base_mean
+from nclab.fewshot.transforms import base_mean, power_transform
 from nclab.train.run import start_run
 
 BASE = ["train.epochs=2", "train.batch_size=20", "trainer.progress=false", "trainer.threads=1",
@@ -112,6 +112,36 @@ def test_episode_accuracies_and_the_paired_difference(two_seeds, tmp_path):
         paired_differences(ev, reference=2)
 
 
+def test_power_transform_is_the_signed_power():
+    x = np.array([[-4.0, -0.25, 0.0, 0.09, 2.0]])
+    assert np.allclose(power_transform(torch.tensor(x), 0.5).numpy(), [[-2.0, -0.5, 0.0, 0.3, np.sqrt(2.0)]], atol=1e-15)
+    assert torch.equal(power_transform(torch.tensor(x), 1), torch.tensor(x))
+    assert power_transform(torch.tensor(x, dtype=torch.float32), 0.7).dtype == torch.float32
+    for beta in (0, -0.5, 1.5, float("nan"), True, "0.5"):
+        with pytest.raises(NclabError, match=r"power transform beta: expected a number in \(0, 1\]"):
+            power_transform(torch.tensor(x), beta)
+
+
+def test_power_transform_before_centring_on_the_powered_base_mean(two_seeds):
+    ev = evaluate_transfer(two_seeds[:1], way=3, shot=[1, 2], query=4, episodes=40, heads=("ncc",), seed=3, power=0.6)
+    assert ev.settings["power"] == 0.6
+    loaded = load_run(two_seeds[0])
+    F, y = features_of_split(loaded, "novel").features.astype(np.float64), features_of_split(loaded, "novel").labels
+    B = features_of_split(loaded, "train").features.astype(np.float64)
+    pw = lambda a: np.sign(a) * np.abs(a) ** 0.6                          # noqa: E731
+    x = pw(F) - pw(B).mean(0)                                             # the base mean of the *powered* features
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    for n in (1, 2):
+        ep = EpisodeSampler(3, n, 4, 40, 3).sample(y)
+        means = x[ep.support].mean(2)
+        d2 = ((x[ep.queries][:, :, :, None, :] - means[:, None, None]) ** 2).sum(-1)
+        hand = (d2.argmin(-1) == np.arange(3)[None, :, None]).mean((1, 2))
+        (row,) = [r for r in ev.rows if r["shot"] == n]
+        assert np.allclose(row["episode_accuracies"], hand, atol=1e-12)
+    with pytest.raises(NclabError, match="power transform beta"):
+        evaluate_transfer(two_seeds[:1], way=3, shot=1, query=4, episodes=40, heads=("ncc",), power=2.0)
+
+
 def test_evaluate_command(two_seeds, tmp_path, capsys):
     out = tmp_path / "ev.json"
     assert main(["evaluate", *map(str, two_seeds), "--way", "3", "--shot", "1", "--query", "3", "--episodes", "30",
@@ -132,6 +162,13 @@ def test_evaluate_command(two_seeds, tmp_path, capsys):
         assert "--paired: expected at least 2 different runs" in capsys.readouterr().err
     assert main(["evaluate", str(two_seeds[0]), "--transform", "ncc=nope", "--head", "ncc"]) == 2
     assert "nope" in capsys.readouterr().err
+    assert main(["evaluate", str(two_seeds[0]), "--way", "3", "--shot", "1", "--query", "3", "--episodes", "30",
+                 "--head", "ncc", "--power", "0.5", "--json", str(out)]) == 0
+    assert "power transform beta 0.5" in capsys.readouterr().out
+    assert json.loads(out.read_text())["settings"]["power"] == 0.5
+    assert main(["evaluate", str(two_seeds[0]), "--power", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "power transform beta" in err and "got 0.0" in err and len(err.splitlines()) == 1
 
 
 def test_flip_tta_applies_to_the_target_and_the_base_mean(rgb_registered, tmp_path, monkeypatch):

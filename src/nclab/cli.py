@@ -227,6 +227,9 @@ def _parser_evaluate(sub) -> None:
     p.add_argument("--transform", nargs="+", default=None, metavar="T",
                    help="one transform for all heads (none, l2, center, center+l2) or HEAD=T items; "
                         "default: center+l2 for ncc / ridge / 1nn, center for ncc-cosine, l2 for logistic")
+    p.add_argument("--power", type=float, default=None, metavar="BETA",
+                   help="signed power transform sign(h) |h|^BETA of every feature (target and base split) "
+                        "before the heads' transforms, BETA in (0, 1] (Hu et al. 2021 use 0.5); default none")
     p.add_argument("--seed", type=int, default=0, help="episode seed")
     p.add_argument("--paired", action="store_true",
                    help="also compare every run with the first on the shared episodes: the mean per-episode "

@@ -35,11 +35,12 @@ def evaluate_command(args) -> int:
     ev = evaluate_transfer(args.runs, split=args.split, way=args.way, shot=args.shot, query=args.query,
                            episodes=args.episodes, heads=args.head, transforms=parse_transforms(args.transform),
                            seed=args.seed, base_split=args.base_split, tta=args.tta,
-                           checkpoint=args.checkpoint,
+                           checkpoint=args.checkpoint, power=args.power,
                            progress=lambda line: print(line, file=sys.stderr))
     print(f"{len(args.runs)} run(s), split {args.split}, {args.episodes} episodes of {args.query} queries per class, "
           f"episode seed {args.seed}" + ("" if args.tta == "none" else f", tta {args.tta}")
-          + ("" if args.checkpoint == "final" else f", {args.checkpoint} weights") + "; accuracy % ± 95% interval")
+          + ("" if args.checkpoint == "final" else f", {args.checkpoint} weights")
+          + ("" if args.power is None else f", power transform beta {args.power:g}") + "; accuracy % ± 95% interval")
     print(format_transfer(ev))
     if args.paired:
         paired_differences(ev)

@@ -26,7 +26,7 @@ from nclab.errors import NclabError
 from nclab.extract import features_of_split, load_run
 from nclab.fewshot import EpisodeSampler, fewshot_report, make_head
 from nclab.fewshot.stats import confidence_interval
-from nclab.fewshot.transforms import TRANSFORMS, base_mean
+from nclab.fewshot.transforms import TRANSFORMS, base_mean, check_power, power_transform
 
 # The transform each head is reported with (SimpleShot CL2N for the nearest-mean heads and
 # ridge, RFS's L2 normalisation for logistic regression).
@@ -109,26 +109,31 @@ def evaluate_transfer(run_dirs: Sequence[str | os.PathLike], split: str = "novel
                       heads: Sequence[str] = ("ncc", "ridge", "logistic"),
                       transforms: str | Mapping[str, str] | None = None, seed: int = 0,
                       base_split: str = "train", tta: str = "none", checkpoint: str = "final",
-                      progress=None) -> TransferEvaluation:
+                      power: float | None = None, progress=None) -> TransferEvaluation:
     """Few-shot accuracy of the runs ``run_dirs`` (typically one recipe at several
     ``trainer.seed``) on ``split``, every way x shot, each head on its transform
     (:func:`head_transforms`); centring uses the mean feature of the run's ``base_split``.
     The episodes are sampled once per (way, shot) from ``seed`` and shared by all runs and heads.
     ``tta="flip"``: every image's features (target and base split) are the mean over the image
     and its horizontal mirror (natural images only). ``checkpoint``: which weights of each run
-    (:func:`nclab.extract.load_run`: final, last or best).
+    (:func:`nclab.extract.load_run`: final, last or best). ``power``: a beta in (0, 1] applies the
+    signed power transform sign(h) |h|^beta to every feature (target and base split) before the
+    heads' transforms (:func:`nclab.fewshot.transforms.power_transform`); None: none.
     ``progress``: optional callable receiving one line per finished run."""
     if not run_dirs:
         raise NclabError("evaluate: expected at least one run directory")
     ways = [way] if isinstance(way, (int, np.integer)) else list(way)
     shots = [shot] if isinstance(shot, (int, np.integer)) else list(shot)
     tf = head_transforms(heads, transforms)
+    if power is not None:
+        check_power(power)
+    pw = (lambda f: f) if power is None else (lambda f: power_transform(f, power))
     by_transform: dict[str, list[str]] = {}
     for h, t in tf.items():
         by_transform.setdefault(t, []).append(h)
     settings = {"split": split, "ways": ways, "shots": shots, "query": query, "episodes": episodes,
                 "heads": list(heads), "transforms": tf, "seed": seed, "base_split": base_split,
-                "tta": tta, "checkpoint": checkpoint, "runs": [str(r) for r in run_dirs],
+                "tta": tta, "checkpoint": checkpoint, "power": power, "runs": [str(r) for r in run_dirs],
                 "ci": "per run: ci95 = 1.96 std / sqrt(E) over episodes; over runs: seed_ci95_t = "
                       "t(0.975, n-1) std / sqrt(n) of the run means"}
     out = TransferEvaluation(settings=settings)
@@ -145,13 +150,14 @@ def evaluate_transfer(run_dirs: Sequence[str | os.PathLike], split: str = "novel
                              f"evaluate runs of the same data together")
         mean = None
         if any(t.startswith("center") for t in tf.values()):
-            mean = base_mean(features_of_split(loaded, base_split, tta).features)
+            mean = base_mean(pw(features_of_split(loaded, base_split, tta).features))
+        features = pw(target.features)
         for k in ways:
             for n in shots:
                 if (k, n) not in episode_sets:
                     episode_sets[(k, n)] = EpisodeSampler(k, n, query, episodes, seed).sample(y)
             for t, group in by_transform.items():
-                res = fewshot_report(target.features, y, way=k, shot=shots, query=query, episodes=episodes,
+                res = fewshot_report(features, y, way=k, shot=shots, query=query, episodes=episodes,
                                      heads=tuple(group), seed=seed, transform=t, base_mean=mean,
                                      episode_sets=[episode_sets[(k, n)] for n in shots])
                 for r in res.rows:

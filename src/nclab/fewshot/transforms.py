@@ -2,9 +2,15 @@
 
 ``"l2"``: x / ||x||; ``"center"``: x - m with m the mean feature of the *base* (source)
 classes; ``"center+l2"`` (CL2N): centre, then normalise; ``"none"``.
+
+:func:`power_transform` (sign(x) |x|^beta, elementwise) goes before any of them, on the target
+and the base features alike (Hu et al. 2021's power transform, signed for features that can be
+negative, e.g. after a LeakyReLU).
 """
 
 from __future__ import annotations
+
+import numbers
 
 import torch
 
@@ -21,6 +27,22 @@ def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
 def center(x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
     """x - m, with m the base-class mean feature."""
     return x - mean
+
+
+def power_transform(x, beta: float) -> torch.Tensor:
+    """Signed power normalisation sign(x) |x|^beta, elementwise (Perronnin et al. 2010's power
+    normalisation; on non-negative features Hu et al. 2021's power transform with eps = 0). It
+    shrinks the large entries relative to the small ones, making features closer to Gaussian per
+    class, which nearest-mean heads assume; beta = 1 is the identity. A new tensor, x's dtype."""
+    check_power(beta)
+    x = torch.as_tensor(x)
+    return x.sign() * x.abs().pow(beta)
+
+
+def check_power(beta) -> None:
+    """``beta`` is a finite number in (0, 1]."""
+    if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not 0 < beta <= 1:
+        raise NclabError(f"power transform beta: expected a number in (0, 1] (0.5 in Hu et al. 2021), got {beta!r}")
 
 
 def base_mean(base_features) -> torch.Tensor:
