@@ -29,6 +29,13 @@ def two_seeds(tmp_path_factory, tiny_registered):
             for s in (0, 1)]
 
 
+def nearest_mean_by_hand(x: np.ndarray, ep) -> np.ndarray:
+    """Per-episode accuracy of the nearest class mean (squared Euclidean) on float64 features ``x``."""
+    means = x[ep.support].mean(2)                                               # E x way x d
+    d2 = ((x[ep.queries][:, :, :, None, :] - means[:, None, None]) ** 2).sum(-1)   # E x way x q x way
+    return (d2.argmin(-1) == np.arange(ep.way)[None, :, None]).mean((1, 2))
+
+
 def test_head_transforms():
     assert head_transforms(["ncc", "logistic"]) == {"ncc": "center+l2", "logistic": "l2"}
     assert head_transforms(["ncc", "ridge"], "l2") == {"ncc": "l2", "ridge": "l2"}
@@ -87,10 +94,7 @@ def test_episode_accuracies_and_the_paired_difference(two_seeds, tmp_path):
         x = F - features_of_split(loaded, "train").features.astype(np.float64).mean(0)
         x /= np.linalg.norm(x, axis=1, keepdims=True)
         for n in (1, 2):
-            ep = EpisodeSampler(3, n, 4, 50, 2).sample(y)
-            means = x[ep.support].mean(2)                                   # E x way x d
-            d2 = ((x[ep.queries][:, :, :, None, :] - means[:, None, None]) ** 2).sum(-1)   # E x way x q x way
-            hand = (d2.argmin(-1) == np.arange(3)[None, :, None]).mean((1, 2))
+            hand = nearest_mean_by_hand(x, EpisodeSampler(3, n, 4, 50, 2).sample(y))
             (row,) = [r for r in ev.rows if r["run"] == str(run) and r["shot"] == n and r["head"] == "ncc"]
             assert np.allclose(row["episode_accuracies"], hand, atol=1e-12)
             assert row["mean"] == pytest.approx(np.mean(row["episode_accuracies"]), abs=1e-12)
@@ -132,10 +136,7 @@ def test_power_transform_before_centring_on_the_powered_base_mean(two_seeds):
     x = pw(F) - pw(B).mean(0)                                             # the base mean of the *powered* features
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     for n in (1, 2):
-        ep = EpisodeSampler(3, n, 4, 40, 3).sample(y)
-        means = x[ep.support].mean(2)
-        d2 = ((x[ep.queries][:, :, :, None, :] - means[:, None, None]) ** 2).sum(-1)
-        hand = (d2.argmin(-1) == np.arange(3)[None, :, None]).mean((1, 2))
+        hand = nearest_mean_by_hand(x, EpisodeSampler(3, n, 4, 40, 3).sample(y))
         (row,) = [r for r in ev.rows if r["shot"] == n]
         assert np.allclose(row["episode_accuracies"], hand, atol=1e-12)
     with pytest.raises(NclabError, match="power transform beta"):
