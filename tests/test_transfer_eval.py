@@ -130,7 +130,8 @@ def test_power_transform_before_centring_on_the_powered_base_mean(two_seeds):
     ev = evaluate_transfer(two_seeds[:1], way=3, shot=[1, 2], query=4, episodes=40, heads=("ncc",), seed=3, power=0.6)
     assert ev.settings["power"] == 0.6
     loaded = load_run(two_seeds[0])
-    F, y = features_of_split(loaded, "novel").features.astype(np.float64), features_of_split(loaded, "novel").labels
+    novel = features_of_split(loaded, "novel")                            # one embedding pass, not two
+    F, y = novel.features.astype(np.float64), novel.labels
     B = features_of_split(loaded, "train").features.astype(np.float64)
     pw = lambda a: np.sign(a) * np.abs(a) ** 0.6                          # noqa: E731
     x = pw(F) - pw(B).mean(0)                                             # the base mean of the *powered* features
