@@ -35,6 +35,17 @@ def test_every_recipe_is_a_valid_config(path):
             build_model(cfg, Preprocess(cfg.data.image_size or 28, channels, [0.0], [1.0]), 10)
 
 
+def test_omniglot_profiles_keep_the_optimiser_settings_they_were_measured_with():
+    # the body moved to lr 0.2 / weight decay 1e-3 (stop 35); --profile long's numbers are at 0.1 / 5e-4
+    path = REPO / "configs" / "omniglot.yaml"
+    measured = {"quick": (0.2, 1e-3, 4), "quick15": (0.2, 1e-3, 7), "long": (0.1, 5e-4, 10), "paper": (0.2, 5e-4, 60)}
+    assert set(config_profiles(path)) == set(measured)
+    for profile, expected in measured.items():
+        cfg = load_config(path, profile=profile)
+        assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.train.epochs) == expected, profile
+    assert (load_config(path).optim.lr, load_config(path).optim.weight_decay) == measured["quick"][:2]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["rfs-cifar-fs", "rfs-fc100", "rfs-mini-imagenet"])
 def test_rfs_paper_profile_trains_a_few_steps_and_evaluates(tmp_path, recipe, capsys):
@@ -85,8 +96,6 @@ def test_omniglot_and_tiny_profiles_train_a_few_steps_and_evaluate(tmp_path, rec
         splits = json.loads((tmp_path / "run" / "data.json").read_text())["splits"]
         assert cfg.data.trainval and cfg.train.epochs == 1 and splits["val"]["n_classes"] == 0
         assert cfg.train.ema == (0.999 if profile == "trainval30" else 0.0)
-    if profile == "quick15":
-        assert (cfg.optim.lr, cfg.optim.weight_decay) == (0.2, 1e-3)
     assert cfg.model.backbone == "resnet12"
     assert main(["evaluate", str(tmp_path / "run"), "--way", "2", "--shot", "1", "--query", "2", "--episodes", "4",
                  "--head", "ncc", "logistic"]) == 0
