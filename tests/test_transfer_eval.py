@@ -136,10 +136,16 @@ def test_power_transform_before_centring_on_the_powered_base_mean(two_seeds):
     pw = lambda a: np.sign(a) * np.abs(a) ** 0.6                          # noqa: E731
     x = pw(F) - pw(B).mean(0)                                             # the base mean of the *powered* features
     x /= np.linalg.norm(x, axis=1, keepdims=True)
+    raw = pw(F) - B.mean(0)                                               # the mistake: centring on the raw base mean
+    raw /= np.linalg.norm(raw, axis=1, keepdims=True)
+    differs = False
     for n in (1, 2):
-        hand = nearest_mean_by_hand(x, EpisodeSampler(3, n, 4, 40, 3).sample(y))
+        episodes = EpisodeSampler(3, n, 4, 40, 3).sample(y)
+        hand = nearest_mean_by_hand(x, episodes)
         (row,) = [r for r in ev.rows if r["shot"] == n]
         assert np.allclose(row["episode_accuracies"], hand, atol=1e-12)
+        differs |= not np.allclose(nearest_mean_by_hand(raw, episodes), hand)
+    assert differs                                                        # the oracle tells the two apart
     with pytest.raises(NclabError, match="power transform beta"):
         evaluate_transfer(two_seeds[:1], way=3, shot=1, query=4, episodes=40, heads=("ncc",), power=2.0)
 
