@@ -323,6 +323,23 @@ def test_cli_table_json_and_episodes_file(tmp_path, capsys):
     assert json.loads(out.read_text())["results"] == rec["results"]
 
 
+def test_cli_power_transform_is_the_signed_power_of_the_features(tmp_path, capsys):
+    X, y = blobs(C=10, n=30, d=16, sep=0.6)
+    f, out = tmp_path / "F.npz", tmp_path / "r.json"
+    save_features(f, FeatureSet(X, y, [f"c{i}" for i in range(10)]))
+    argv = [str(f), "--way", "5", "--shot", "1", "5", "--query", "10", "--episodes", "60", "--head", "ncc", "logistic",
+            "--seed", "3", "--json", str(out)]
+    assert main(["fewshot", *argv, "--power", "0.5"]) == 0
+    assert "power transform beta 0.5" in capsys.readouterr().out
+    rec = json.loads(out.read_text())
+    assert rec["power"] == 0.5 and (X < 0).any()                        # the signed power, on negative entries too
+    powered = (np.sign(X.astype(np.float64)) * np.abs(X.astype(np.float64)) ** 0.5).astype(np.float32)
+    kw = dict(way=5, shot=(1, 5), query=10, episodes=60, heads=("ncc", "logistic"), seed=3)
+    assert rec["results"] == fewshot(powered, y, **kw)
+    assert rec["results"] != fewshot(X, y, **kw)                         # the transform changed the answers
+    assert main(["fewshot", *argv]) == 0 and json.loads(out.read_text())["power"] is None
+
+
 def test_cli_user_errors_exit_2(tmp_path, capsys):
     X, y = blobs(C=6, n=20, d=8)
     f = tmp_path / "F.npz"

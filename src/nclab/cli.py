@@ -109,6 +109,12 @@ def _add_tta(p) -> None:
                         "horizontal mirror (natural images; refused on characters). Default none")
 
 
+def _add_power(p, what: str) -> None:
+    p.add_argument("--power", type=float, default=None, metavar="BETA",
+                   help=f"signed power transform sign(h) |h|^BETA of {what} before the heads' transforms, "
+                        "BETA in (0, 1] (Hu et al. 2021 use 0.5); default none")
+
+
 def _cmd_features(args) -> int:
     from nclab.extract import write_features
     write_features(args.run_dir, args.out, split=args.split, folder=args.folder, ink=args.ink,
@@ -199,6 +205,7 @@ def _parser_fewshot(sub) -> None:
     p.add_argument("--episodes-file", default=None, help="load episodes from (or save them to) this file")
     p.add_argument("--transform", choices=("l2", "none"), default="l2",
                    help="feature transform before the heads (default l2, as RFS)")
+    _add_power(p, "every feature")
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write the results as JSON")
     p.set_defaults(handler=_cmd_fewshot)
 
@@ -227,9 +234,7 @@ def _parser_evaluate(sub) -> None:
     p.add_argument("--transform", nargs="+", default=None, metavar="T",
                    help="one transform for all heads (none, l2, center, center+l2) or HEAD=T items; "
                         "default: center+l2 for ncc / ridge / 1nn, center for ncc-cosine, l2 for logistic")
-    p.add_argument("--power", type=float, default=None, metavar="BETA",
-                   help="signed power transform sign(h) |h|^BETA of every feature (target and base split) "
-                        "before the heads' transforms, BETA in (0, 1] (Hu et al. 2021 use 0.5); default none")
+    _add_power(p, "every feature (target and base split)")
     p.add_argument("--seed", type=int, default=0, help="episode seed")
     p.add_argument("--paired", action="store_true",
                    help="also compare every run with the first on the shared episodes: the mean per-episode "

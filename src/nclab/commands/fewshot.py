@@ -6,9 +6,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from nclab.errors import NclabError
 from nclab.extract import load_feature_source
+from nclab.fewshot.transforms import check_power, power_transform
 from nclab.report.tables import format_fewshot
 
 
@@ -52,8 +54,12 @@ def fewshot_command(args) -> int:
     shots = list(args.shot)
     heads = list(args.head)
     transform = getattr(args, "transform", "l2")
+    power = getattr(args, "power", None)
+    if power is not None:
+        check_power(power)                  # before any run is loaded or embedded
     fs, split = _load_source(args.source, args.split, getattr(args, "checkpoint", "final"))
     labels = np.asarray(fs.labels)
+    features = fs.features if power is None else power_transform(torch.as_tensor(fs.features), power).numpy()
     from nclab.fewshot.episodes import EpisodeSampler
     for n in shots:                         # argument errors before any file is written
         EpisodeSampler(args.way, n, args.query, args.episodes, args.seed)._check_args()
@@ -64,11 +70,12 @@ def fewshot_command(args) -> int:
         raise NclabError(f"--episodes: a confidence interval needs at least 2 episodes, got {args.episodes}")
     sets, episodes_io = _episode_sets(args.episodes_file, labels, args.way, shots, args.query, args.episodes, args.seed)
     t0 = time.perf_counter()
-    result = fewshot_report(fs.features, labels, way=args.way, shot=shots, query=args.query, episodes=args.episodes,
+    result = fewshot_report(features, labels, way=args.way, shot=shots, query=args.query, episodes=args.episodes,
                             heads=heads, seed=args.seed, transform=transform, episode_sets=sets, bound=True)
     seconds = time.perf_counter() - t0
     print(f"{args.source}" + (f" [{split}]" if split else "") +
-          f": {len(labels)} samples, {len(np.unique(labels))} classes, d = {fs.features.shape[1]}, "
+          f": {len(labels)} samples, {len(np.unique(labels))} classes, d = {fs.features.shape[1]}, " +
+          ("" if power is None else f"power transform beta {power:g}, ") +
           f"features {transform}, seed {args.seed}" +
           (f", episodes {episodes_io} {args.episodes_file}" if episodes_io else ""))
     print(format_fewshot(result.rows, result.bound))
@@ -79,7 +86,7 @@ def fewshot_command(args) -> int:
             "source": str(args.source), "split": split, "n_samples": int(len(labels)),
             "n_classes": int(len(np.unique(labels))), "dim": int(fs.features.shape[1]),
             "way": args.way, "shots": shots, "query": args.query, "episodes": args.episodes,
-            "heads": heads, "seed": args.seed, "transform": transform,
+            "heads": heads, "seed": args.seed, "transform": transform, "power": power,
             "episodes_file": args.episodes_file,
             "ci": "ci95 = 1.96 std / sqrt(E), ci95_t = t(0.975, E-1) std / sqrt(E), std with ddof = 1",
             "seconds": round(seconds, 3), "nclab_version": __version__,
