@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from nclab.errors import NclabError
 from nclab.extract import load_feature_source
@@ -59,7 +58,7 @@ def fewshot_command(args) -> int:
         check_power(power)                  # before any run is loaded or embedded
     fs, split = _load_source(args.source, args.split, getattr(args, "checkpoint", "final"))
     labels = np.asarray(fs.labels)
-    features = fs.features if power is None else power_transform(torch.as_tensor(fs.features), power).numpy()
+    features = fs.features if power is None else power_transform(fs.features, power).numpy()
     from nclab.fewshot.episodes import EpisodeSampler
     for n in shots:                         # argument errors before any file is written
         EpisodeSampler(args.way, n, args.query, args.episodes, args.seed)._check_args()
