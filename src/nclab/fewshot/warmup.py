@@ -7,9 +7,12 @@ starts a detached compiler process (``python -m nclab.fewshot.warmup``, nice 19,
 per cache folder) and goes on without them, on the engine's tensor path (the one GPUs use: the
 same accuracies, up to a prediction flipped at an exact tie of two classes). The compiler warms
 the kernels by running the engine on a tiny problem (so exactly the signatures the engine calls
-get compiled into the disk cache), then writes a marker into nclab's cache folder. Every
-evaluation checks the marker (one small read until it is there); once it is, the process loads
-the kernels from the disk cache and runs them, and so does every later process, at once.
+get compiled into the disk cache), then writes a marker beside them, in Numba's cache folder of
+this module (``__pycache__`` next to it, or ``NUMBA_CACHE_DIR``; one marker per Python and Numba
+version). Every evaluation checks the marker (one small read until it is there); once it is, the
+process loads the kernels from the disk cache and runs them, and so does every later process, at
+once, whatever nclab cache folder (``NCLAB_CACHE_DIR``) it uses: the marker goes where the
+compiled code is, and goes with it when that folder is cleared.
 
 A separate process rather than a thread: a process that exits while one of its threads is
 inside Numba / LLVM aborts ("terminate called without an active exception", exit code 134), and
@@ -33,7 +36,6 @@ import numpy as np
 import torch
 
 from nclab.atomic import atomic_write_json
-from nclab.data.cache import cache_dir
 from nclab.errors import NclabError
 
 _READY = {torch.float32: threading.Event(), torch.float64: threading.Event()}
@@ -62,16 +64,23 @@ def ready(dtype: torch.dtype) -> bool:
 
 
 def _marker() -> tuple[Path, dict]:
-    """The marker file of compiled kernels and what it must say for this process."""
-    source = Path(__file__).with_name("kernels.py")
-    return (cache_dir() / "fewshot-kernels.json",
-            {"kernels_sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
-             "numba_cache_dir": os.environ.get("NUMBA_CACHE_DIR")})
+    """The marker file of compiled kernels and what it must say for this process: in the folder
+    where Numba caches :mod:`nclab.fewshot.kernels` (its own choice: ``NUMBA_CACHE_DIR``, the
+    ``__pycache__`` beside the module if writable, else a per-user folder)."""
+    import numba
+
+    from nclab.fewshot import kernels
+    source = Path(kernels.__file__)
+    return (Path(kernels.score_slots._cache._cache_path) / f"nclab-kernels.{sys.implementation.cache_tag}.json",
+            {"kernels_sha256": hashlib.sha256(source.read_bytes()).hexdigest(), "numba": numba.__version__})
 
 
 def _marker_state() -> str:
     """"compiled", "failed" (the compiler could not build them here) or "missing"."""
-    path, expected = _marker()
+    try:
+        path, expected = _marker()
+    except Exception:                        # Numba cannot even be imported here: tensor path
+        return "failed"
     try:
         found = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -118,11 +127,21 @@ def start() -> None:
 
 
 def wait() -> bool:
-    """Load (or compile) the kernels for every dtype in this process (tests and benchmarks);
-    False if they could not be built."""
+    """Load (or compile) the kernels for every dtype in this process (tests and benchmarks), and
+    mark them compiled for later processes; False if they could not be built."""
     for dtype in _READY:
         _load(dtype)
+    if error is None and _marker_state() == "missing":
+        _write_marker(*_marker())
     return all(e.is_set() for e in _READY.values())
+
+
+def _write_marker(path: Path, content: dict) -> None:
+    if error is not None:
+        content["error"] = error
+    with contextlib.suppress(OSError, NclabError):        # a hint only: no marker, no kernels yet
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, content)
 
 
 def _compile() -> int:
@@ -143,10 +162,7 @@ def _compile() -> int:
         os.nice(19)
     for dtype in _READY:
         _load(dtype)
-    if error is not None:
-        content["error"] = error
-    with contextlib.suppress(OSError, NclabError):        # a hint only: no marker, no kernels yet
-        atomic_write_json(path, content)
+    _write_marker(path, content)
     return 0
 
 
