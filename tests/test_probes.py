@@ -20,7 +20,7 @@ from nclab.data.transforms import Preprocess
 from nclab.errors import NclabError
 from nclab.experiments.probes import SPLIT_KEYS, TRAIN_KEYS, log_epochs, probe_epochs, probe_subset
 from nclab.experiments.training import resume, train
-from nclab.extract import classifier_weights, embed, fold_batchnorm
+from nclab.extract import classifier_weights, embed, fold_batchnorm, load_run
 from nclab.fewshot import fewshot_report, load_episodes
 from nclab.metrics import measure, ncc_accuracy
 from nclab.metrics.stats import class_moments
@@ -163,6 +163,43 @@ def test_probe_values_equal_measure_and_fewshot_on_that_epochs_weights(tmp_path,
             assert r["train/stage/block1/ncc_acc"] == pytest.approx(ref["ncc_accuracy"], abs=1 / 24)
 
 
+EPISODES = 300
+
+
+def test_fewshot_power_probes_powered_features_centred_on_their_own_mean(tmp_path, tiny_registered):
+    """probes.fewshot.power: the few-shot keys are those of sign(h)|h|^beta (float64 oracle on the
+    final weights, centred on the mean of the powered train features); training and every other
+    key are those of the same run without it, and the few-shot keys are not."""
+    extra = ["probes.fewshot.transform=center+l2", "train.epochs=1", f"probes.fewshot.episodes={EPISODES}"]
+    plain = _train(tmp_path, "plain", tiny_registered, extra)
+    run = _train(tmp_path, "pow", tiny_registered, [*extra, "probes.fewshot.power=0.5"])
+    last, ref = run.records()[-1], plain.records()[-1]
+    few = [k for k in last if "/fewshot/" in k]
+    assert few and {k: v for k, v in last.items() if k not in few and "seconds" not in k} == \
+        {k: v for k, v in ref.items() if k not in few and "seconds" not in k}
+    assert any(last[k] != ref[k] for k in few)
+    L = load_run(run.path)
+    cfg = load_config(run.config_path)
+    data = prepare_data(cfg.data)
+    subsets = {s: probe_subset(data.splits[s], s, cfg.probes) for s in cfg.probes.splits}
+
+    def powered(s):
+        h = embed(L.model, data.splits[s].images[subsets[s][0]], L.preprocess).astype(np.float64)
+        return np.sign(h) * np.abs(h) ** 0.5
+    train = powered("train")
+    raw_mean = (np.sign(train) * np.abs(train) ** 2).mean(0)
+    differs = False
+    for s in ("val", "novel"):
+        def report(mean):
+            return fewshot_report(powered(s), subsets[s][1], way=2, shot=(1, 2), query=3, episodes=EPISODES,
+                                  heads=("ncc", "ridge"), transform="center+l2", base_mean=mean,
+                                  episode_sets=load_episodes(run.path / "probes" / f"episodes-{s}.npz")).rows
+        for row, other in zip(report(train.mean(0)), report(raw_mean)):
+            assert last[f"{s}/fewshot/2w{row['shot']}s/{row['head']}"] == pytest.approx(row["mean"], rel=1e-12)
+            differs |= other["mean"] != row["mean"]
+    assert differs                                   # centring on the raw train mean would have been caught
+
+
 def test_episodes_fixed_across_epochs_and_runs_and_training_unchanged(tmp_path, tiny_registered):
     a = _train(tmp_path, "a", tiny_registered)
     b = _train(tmp_path, "b", tiny_registered)
@@ -222,6 +259,8 @@ def test_resume_neither_loses_nor_repeats_a_probe_record(tmp_path, tiny_register
     ("probes.fewshot.episodes=1", ["probes.fewshot.episodes"]),
     ("probes.fewshot.heads=[ncc, ridg]", ["ridg", "ridge"]),
     ("probes.fewshot.transform=l3", ["transform", "l2"]),
+    ("probes.fewshot.power=0", ["probes.fewshot.power=0", "(0, 1]"]),
+    ("probes.fewshot.power=1.5", ["probes.fewshot.power=1.5", "(0, 1]"]),
     ("probes.gc.splits=[tran]", ["tran"]),
     ("probes.gc.probes=0", ["probes.gc.probes"]),
     ("probes.gc.per_class=0", ["probes.gc.per_class"]),

@@ -285,6 +285,8 @@ class FewshotProbeConfig:
     episodes: int = 600                   # one fixed set per split / way / shot, saved in the run directory
     heads: list = field(default_factory=lambda: ["ncc", "ridge"])     # also: logistic, ncc-cosine, 1nn
     transform: str = "l2"                 # l2 | none | center | center+l2 (centre = mean train-probe feature)
+    power: float | None = None            # beta in (0, 1]: sign(h) |h|^beta of the features (and of the train
+                                          # features the centre is the mean of) before the transform; null: none
 
 
 @dataclass

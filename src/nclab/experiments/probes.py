@@ -34,7 +34,8 @@ etf_error}[_w]``, ``train/nc3``, ``train/nc4``,
                                                                   minority: mean pairwise cosine and mean norm
                                                                   of the group's classifier rows (w) and centred
                                                                   class means (h); the group's accuracy
-``S/fewshot/{k}w{n}s/{h}``, ``..._ci95``          fewshot.splits  mean accuracy (fraction), 95% half-width
+``S/fewshot/{k}w{n}s/{h}``, ``..._ci95``          fewshot.splits  mean accuracy (fraction), 95% half-width (on
+                                                                  sign(h) |h|^beta with ``fewshot.power``)
 ``S/fewshot/{k}w{n}s/avg_cdnv``, ``bound``,       fewshot.splits  (k-1)(1+1/n) Avg CDNV beside the NCC
 ``ncc_error``                                                     error (Galanti et al. 2022, Prop. 5)
 ``S/gc``, ``S/gc_se``, ``S/geometric_collapse``   gc.splits       Munn et al. 2024 (eval-mode network)
@@ -79,6 +80,7 @@ from nclab.data.prepare import PreparedData, train_counts
 from nclab.errors import NclabError, unknown_name
 from nclab.extract import classifier_weights, embed, embed_stages
 from nclab.fewshot import HEADS, TRANSFORMS, Episodes, EpisodeSampler, fewshot_report, load_episodes, save_episodes
+from nclab.fewshot.transforms import check_power, power_transform
 from nclab.metrics import measure, ncc_accuracy
 from nclab.metrics.gc import gc_report
 from nclab.metrics.groups import group_accuracy, group_geometry
@@ -181,6 +183,11 @@ def check_probes(cfg: RunConfig) -> None:
     _names(f.heads, "probes.fewshot.heads", HEADS)
     if f.transform not in TRANSFORMS:
         raise unknown_name("probes.fewshot.transform", f.transform, TRANSFORMS)
+    if f.power is not None:
+        try:
+            check_power(f.power)
+        except NclabError as e:
+            raise NclabError(f"probes.fewshot.power={f.power!r}: {e}") from None
     if f.transform.startswith("center") and "train" not in p.splits:
         raise NclabError(f"probes.fewshot.transform={f.transform}: centring uses the mean train feature; "
                          "add 'train' to probes.splits")
@@ -369,8 +376,12 @@ def measure_probe(model, data: PreparedData, preprocess, p: ProbesConfig, subset
             out |= _split_keys(s, measure(feats[s], subsets[s][1]).to_dict())
     if "test" in subsets:
         out["test/ncc_acc"] = ncc_accuracy(feats["test"], subsets["test"][1], train_means)
+    few, few_mean = feats, base_mean
+    if p.fewshot.power is not None:                 # few-shot on powered features, centred on their own mean
+        few = {s: power_transform(feats[s], p.fewshot.power).numpy() for s in {*p.fewshot.splits, "train"} & feats.keys()}
+        few_mean = few["train"].astype(np.float64).mean(0) if "train" in few else None
     for s in p.fewshot.splits:
-        out |= _fewshot_keys(s, feats[s], subsets[s][1], episodes[s], p, base_mean)
+        out |= _fewshot_keys(s, few[s], subsets[s][1], episodes[s], p, few_mean)
     if p.gc.enabled:
         for s in p.gc.splits:
             out |= _gc_keys(s, model, data.splits[s].images[subsets[s][0]], subsets[s][1], preprocess, p)
