@@ -19,10 +19,10 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from torch import nn
 
+from nclab.data.loader import seed_int
 from nclab.errors import NclabError, check_finite
 from nclab.metrics.collapse import cdnv
 from nclab.metrics.stats import class_moments
@@ -102,8 +102,7 @@ def eval_mode(*modules: nn.Module) -> Iterator[None]:
 
 
 def _block_generator(seed: int, block: int) -> torch.Generator:
-    state = np.random.SeedSequence([int(seed), int(block)]).generate_state(1, np.uint64)[0]
-    return torch.Generator().manual_seed(int(state) >> 1)
+    return torch.Generator().manual_seed(seed_int(seed, block))
 
 
 def draw_probes(n: int, probes: int, dim: int, distribution: str = "gaussian", out_dims: int | None = None,
