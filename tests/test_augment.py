@@ -1,4 +1,4 @@
-"""Augmentations for natural images: random-resized crop and colour jitter, seeded and resumable."""
+"""Augmentations: random-resized crop, colour jitter and the random affine distortion, seeded and resumable."""
 
 import math
 
@@ -8,8 +8,8 @@ import torch
 
 from nclab.config import DataConfig
 from nclab.data.loader import AugmentedImages, augment_from_config, train_loader
-from nclab.data.transforms import (Augment, Preprocess, adjust_color, color_jitter, crop_boxes, random_shift_flip,
-                                   resized_crops)
+from nclab.data.transforms import (Augment, Preprocess, adjust_color, affine_params, affine_warp, color_jitter, crop_boxes,
+                                   random_shift_flip, resized_crops)
 from nclab.errors import NclabError
 
 
@@ -100,11 +100,53 @@ def test_augment_with_shift_and_flip_draws_as_before():
     assert torch.equal(Augment(shift=2, flip=True)(x, _gen(4)), random_shift_flip(x, 2, True, _gen(4)))
 
 
+def _warp(x, angle=0.0, shear=0.0, zoom=1.0):
+    n = x.shape[0]
+    return affine_warp(x, *(torch.full((n,), float(v), dtype=torch.float64) for v in (angle, shear, zoom)))
+
+
+def test_affine_warp_identity_quarter_turns_and_zoom():
+    x = torch.rand(3, 2, 12, 12, dtype=torch.float64)
+    assert torch.allclose(_warp(x), x, atol=1e-12)
+    assert torch.allclose(_warp(x, 90), torch.rot90(x, 1, (2, 3)), atol=1e-12)       # counter-clockwise on screen
+    assert torch.allclose(_warp(x, -90), torch.rot90(x, -1, (2, 3)), atol=1e-12)
+    assert torch.allclose(_warp(x, 180), torch.flip(x, (2, 3)), atol=1e-12)
+    # a non-square image turned by 180 degrees about its centre, in pixel units
+    r = torch.rand(2, 1, 8, 14, dtype=torch.float64)
+    assert torch.allclose(_warp(r, 180), torch.flip(r, (2, 3)), atol=1e-12)
+    # zoom 1/2 of a white image: a white centre of half the side in black, edges bilinear
+    out = _warp(torch.ones(1, 1, 16, 16, dtype=torch.float64), zoom=0.5)[0, 0]
+    assert torch.allclose(out[5:11, 5:11], torch.ones(6, 6, dtype=torch.float64))
+    assert float(out[:3].abs().max()) == 0 and float(out[:, 13:].abs().max()) == 0
+    assert abs(float(out.sum()) - 64) < 1e-9                            # area x 1/4, the zoom squared
+    # shear along x moves each row by tan(shear) x its offset from the centre; the centre rows' mass stays
+    img = torch.zeros(1, 1, 9, 9, dtype=torch.float64)
+    img[0, 0, 1, 4] = 1.0                                               # 3 rows above the centre row
+    sh = _warp(img, shear=math.degrees(math.atan(1 / 3)))[0, 0]         # shifted by one pixel along x
+    assert torch.allclose(sh.sum(1), img[0, 0].sum(1), atol=1e-12) and float(sh[1].argmax()) in (3.0, 5.0)
+    assert float(sh[1].max()) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_affine_params_draw_the_configured_ranges_and_augment_uses_them():
+    a, s, z = affine_params(20000, 12.0, 5.0, (0.8, 1.2), _gen(2))
+    for v, lo, hi in ((a, -12, 12), (s, -5, 5), (z, 0.8, 1.2)):
+        assert float(v.min()) >= lo and float(v.max()) <= hi
+        assert float(v.min()) < lo + 0.01 * (hi - lo) and float(v.max()) > hi - 0.01 * (hi - lo)
+        assert abs(float(v.mean()) - (lo + hi) / 2) < 0.01 * (hi - lo)
+    assert torch.equal(affine_params(5, 0, 0, None, _gen())[2], torch.ones(5, dtype=torch.float64))
+    x = torch.rand(6, 1, 10, 10)
+    aug = Augment(shift=1, rotate=10, shear=5, zoom=(0.9, 1.1))
+    g = _gen(7)
+    ref = random_shift_flip(affine_warp(x, *affine_params(6, 10, 5, (0.9, 1.1), g)), 1, False, g)
+    assert torch.equal(aug(x, _gen(7)), ref)
+    assert torch.equal(Augment(shift=1)(x, _gen(7)), random_shift_flip(x, 1, False, _gen(7)))   # off: no draws
+
+
 def test_same_seed_same_batches_with_crop_and_jitter_workers_and_resume():
     rng = np.random.default_rng(0)
     images = torch.as_tensor(rng.integers(0, 256, (40, 3, 12, 12), dtype=np.uint8))
     labels = torch.as_tensor(np.repeat(np.arange(4), 10))
-    aug = Augment(shift=1, flip=True, crop_scale=(0.3, 1.0), jitter=0.4)
+    aug = Augment(shift=1, flip=True, crop_scale=(0.3, 1.0), jitter=0.4, rotate=10, shear=5, zoom=(0.9, 1.1))
     data = AugmentedImages(images, labels, Preprocess(12, 3, [0.5] * 3, [0.25] * 3), aug)
     a = list(train_loader(data, 8, seed=2, epoch=1))
     b = list(train_loader(data, 8, seed=2, epoch=1, num_workers=2))
@@ -123,7 +165,10 @@ def test_same_seed_same_batches_with_crop_and_jitter_workers_and_resume():
                                                   ("crop_scale", [0.6, 0.5], "crop_scale"),
                                                   ("crop_scale", [0.5], "two numbers"),
                                                   ("crop_ratio", [0.0, 1.0], "crop_ratio"),
-                                                  ("jitter", 1.5, "jitter"), ("shift", -1, "shift")])
+                                                  ("jitter", 1.5, "jitter"), ("shift", -1, "shift"),
+                                                  ("rotate", -5, "data.rotate"), ("rotate", float("nan"), "data.rotate"),
+                                                  ("shear", 75, "data.shear"), ("zoom", [1.2, 0.8], "data.zoom"),
+                                                  ("zoom", [0, 1], "data.zoom"), ("zoom", 1.1, "two numbers")])
 def test_augment_config_is_checked(field, value, words):
     with pytest.raises(NclabError, match=words):
         augment_from_config(DataConfig(**{field: value}), flip=True)
@@ -132,5 +177,7 @@ def test_augment_config_is_checked(field, value, words):
 def test_augment_config_builds_the_augmentation():
     aug = augment_from_config(DataConfig(shift=0, crop_scale=[0.08, 1], jitter=0.4), flip=True)
     assert aug == Augment(shift=0, flip=True, crop_scale=(0.08, 1.0), crop_ratio=(0.75, 4 / 3), jitter=0.4)
+    assert augment_from_config(DataConfig(rotate=10, shear=5, zoom=[0.9, 1.1]), flip=False) == \
+        Augment(shift=2, rotate=10.0, shear=5.0, zoom=(0.9, 1.1))
     assert augment_from_config(DataConfig(augment=False, jitter=5.0), flip=True) is None
     assert math.isclose(aug.crop_ratio[1], 4 / 3)

@@ -136,6 +136,9 @@ class DataConfig:
     crop_scale: list | None = None        # random-resized crop: area fraction range [lo, hi], e.g. [0.08, 1.0]
     crop_ratio: list = field(default_factory=lambda: [0.75, 4 / 3])   # its aspect ratio range (width / height)
     jitter: float = 0.0                   # colour jitter: brightness, contrast, saturation factors in [1 - j, 1 + j]
+    rotate: float = 0.0                   # random affine: rotation angle ~ U(-rotate, rotate) degrees, ...
+    shear: float = 0.0                    # ... shear angle along x ~ U(-shear, shear) degrees, ...
+    zoom: list | None = None              # ... and zoom factor ~ U(lo, hi), e.g. [0.9, 1.1] (none: 1)
     num_workers: int = 0                  # DataLoader worker processes (seeded); 0 = main process
 
     def check(self) -> None:

@@ -122,7 +122,16 @@ def augment_from_config(cfg: DataConfig, flip: bool) -> Augment | None:
     ratio = _pair("data.crop_ratio", cfg.crop_ratio)
     if not 0 < ratio[0] <= ratio[1]:
         raise NclabError(f"data.crop_ratio={cfg.crop_ratio}: expected [lo, hi] with 0 < lo <= hi (width / height)")
-    return Augment(shift=cfg.shift, flip=flip, crop_scale=scale, crop_ratio=ratio, jitter=float(cfg.jitter))
+    for key, value, top in (("rotate", cfg.rotate, 180), ("shear", cfg.shear, 60)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= top:
+            raise NclabError(f"data.{key}={value!r}: expected an angle in degrees in [0, {top}] (0: off)")
+    zoom = None
+    if cfg.zoom is not None:
+        zoom = _pair("data.zoom", cfg.zoom)
+        if not 0 < zoom[0] <= zoom[1] <= 10:
+            raise NclabError(f"data.zoom={cfg.zoom}: expected [lo, hi] with 0 < lo <= hi <= 10 (zoom factors)")
+    return Augment(shift=cfg.shift, flip=flip, crop_scale=scale, crop_ratio=ratio, jitter=float(cfg.jitter),
+                   rotate=float(cfg.rotate), shear=float(cfg.shear), zoom=zoom)
 
 
 def _pair(key: str, value) -> tuple[float, float]:

@@ -159,6 +159,36 @@ def resized_crops(x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     return torch.matmul(torch.matmul(ry[:, None], x), rx[:, None].transpose(2, 3))
 
 
+def affine_params(n: int, rotate: float, shear: float, zoom: tuple[float, float] | None,
+                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-image angles (degrees) of rotation ~ U(-rotate, rotate) and of shear ~ U(-shear, shear),
+    and zoom factors ~ U(zoom) (1 without ``zoom``): one draw of n x 3 uniforms, float64."""
+    u = torch.rand(n, 3, dtype=torch.float64, generator=generator)
+    lo, hi = zoom if zoom is not None else (1.0, 1.0)
+    return (2 * u[:, 0] - 1) * rotate, (2 * u[:, 1] - 1) * shear, lo + u[:, 2] * (hi - lo)
+
+
+def affine_warp(x: torch.Tensor, angle: torch.Tensor, shear: torch.Tensor, zoom: torch.Tensor) -> torch.Tensor:
+    """Each image's content zoomed by ``zoom``, sheared along x by ``shear`` degrees, then rotated by
+    ``angle`` degrees (counter-clockwise on screen) about the image centre, in pixel units (also
+    for non-square images); bilinear, zero (background) outside. The sampling grid maps each
+    output pixel centre back through the inverse map: angle 0, shear 0, zoom 1 give the image."""
+    B, C, H, W = x.shape
+    a, t = torch.deg2rad(angle), torch.tan(torch.deg2rad(shear))
+    cos, sin = torch.cos(a), torch.sin(a)
+    # forward map on (x right, y down) pixel offsets from the centre: M = R(-a) Sh(t) k
+    # (R(-a) with y down is a counter-clockwise turn on screen)
+    M = torch.stack([torch.stack([cos, cos * t + sin], -1), torch.stack([-sin, -sin * t + cos], -1)], -2)
+    M = M * zoom[:, None, None]
+    inv = torch.linalg.inv(M)
+    D = torch.tensor([W / 2, H / 2], dtype=torch.float64)
+    theta = torch.zeros(B, 2, 3, dtype=torch.float64)
+    theta[:, :, :2] = inv * D[None, None, :] / D[None, :, None]     # normalised coordinates: D^-1 M^-1 D
+    grid = torch.nn.functional.affine_grid(theta.to(x.dtype), [B, C, H, W], align_corners=False)
+    return torch.nn.functional.grid_sample(x, grid.to(x.device), mode="bilinear", padding_mode="zeros",
+                                           align_corners=False)
+
+
 def _gray(x: torch.Tensor) -> torch.Tensor:
     """ITU-R 601 luma of RGB (B x 1 x H x W), as torchvision's ``rgb_to_grayscale``; grayscale as is."""
     if x.shape[1] == 1:
@@ -189,9 +219,10 @@ def color_jitter(x: torch.Tensor, strength: float, generator: torch.Generator) -
 
 @dataclass(frozen=True)
 class Augment:
-    """The training augmentation of a run: random-resized crop (``crop_scale`` set), random
-    shift by up to ``shift`` pixels, horizontal ``flip``, colour ``jitter``, applied in this
-    order to float images in [0, 1]. Random numbers are drawn from one CPU generator in the
+    """The training augmentation of a run: random-resized crop (``crop_scale`` set), a random
+    affine distortion (``rotate`` / ``shear`` degrees, ``zoom`` range; handwriting's classic
+    augmentation), random shift by up to ``shift`` pixels, horizontal ``flip``, colour ``jitter``,
+    applied in this order to float images in [0, 1]. Random numbers are drawn from one CPU generator in the
     same order, so a batch depends only on the generator's seed."""
 
     shift: int = 0
@@ -199,11 +230,16 @@ class Augment:
     crop_scale: tuple[float, float] | None = None
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     jitter: float = 0.0
+    rotate: float = 0.0
+    shear: float = 0.0
+    zoom: tuple[float, float] | None = None
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if self.crop_scale is not None:
             boxes = crop_boxes(x.shape[0], x.shape[2], x.shape[3], self.crop_scale, self.crop_ratio, generator)
             x = resized_crops(x, boxes)
+        if self.rotate or self.shear or self.zoom is not None:
+            x = affine_warp(x, *affine_params(x.shape[0], self.rotate, self.shear, self.zoom, generator))
         x = random_shift_flip(x, self.shift, self.flip, generator)
         if self.jitter > 0:
             x = color_jitter(x, self.jitter, generator)
