@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from nclab.atomic import atomic_write_json
+from nclab.data.cache import cache_dir
 from nclab.errors import NclabError
 
 _READY = {torch.float32: threading.Event(), torch.float64: threading.Event()}
@@ -70,16 +71,20 @@ def _marker() -> tuple[Path, dict]:
     import numba
 
     from nclab.fewshot import kernels
-    source = Path(kernels.__file__)
-    return (Path(kernels.score_slots._cache._cache_path) / f"nclab-kernels.{sys.implementation.cache_tag}.json",
-            {"kernels_sha256": hashlib.sha256(source.read_bytes()).hexdigest(), "numba": numba.__version__})
+    try:
+        folder = Path(kernels.score_slots._cache._cache_path)
+    except AttributeError:                  # a Numba whose internals differ: nclab's cache folder
+        folder = cache_dir()
+    return (folder / f"nclab-kernels.{sys.implementation.cache_tag}.json",
+            {"kernels_sha256": hashlib.sha256(Path(kernels.__file__).read_bytes()).hexdigest(),
+             "numba": numba.__version__, "numba_cache_dir": os.environ.get("NUMBA_CACHE_DIR")})
 
 
 def _marker_state() -> str:
     """"compiled", "failed" (the compiler could not build them here) or "missing"."""
     try:
         path, expected = _marker()
-    except Exception:                        # Numba cannot even be imported here: tensor path
+    except ImportError:                      # no Numba here: the tensor path
         return "failed"
     try:
         found = json.loads(path.read_text())
