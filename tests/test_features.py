@@ -6,7 +6,8 @@ import torch
 from PIL import Image
 
 from nclab.errors import NclabError
-from nclab.extract import embed, features_of_folder, features_of_split, load_feature_source, load_run, match_ink, write_features
+from nclab.extract import (embed, features_of_folder, features_of_split, load_feature_source, load_run, match_ink,
+                           split_images, write_features)
 from nclab.featurefile import load_features
 from nclab.train.run import start_run
 
@@ -130,3 +131,54 @@ def test_flip_tta_refused_on_characters_and_unknown_names(run, rgb_run):
         features_of_split(load_run(run.path), "novel", tta="flip")
     with pytest.raises(NclabError, match="tta 'rotate'"):
         features_of_split(load_run(rgb_run.path), "novel", tta="rotate")
+
+
+# --- the feature cache ----------------------------------------------------------------------------
+
+def _feature_entries(cache):
+    return sorted((cache / "datasets" / "features").glob("[!.]*"))
+
+
+def test_split_features_are_cached_by_weights_and_split(run, private_cache, monkeypatch):
+    """A second call reads the cached features (the same array, no embedding); other weights or
+    another split are embedded afresh; a damaged entry is rebuilt, not trusted."""
+    import nclab.extract as extract
+    loaded = load_run(run.path)
+    first = features_of_split(loaded, "test").features
+    assert len(_feature_entries(private_cache)) == 1
+    calls = []
+    real = extract.embed
+    monkeypatch.setattr(extract, "embed", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = features_of_split(load_run(run.path), "test")
+    assert calls == [] and np.array_equal(again.features, first) and again.W is not None
+    ref = real(loaded.model, split_images(loaded, "test").images, loaded.preprocess)
+    assert np.array_equal(first, ref)                                         # the cache holds the network's features
+    with torch.no_grad():
+        next(loaded.model.backbone.parameters()).mul_(1.5)
+    changed = features_of_split(loaded, "test").features
+    assert calls == [1] and not np.allclose(changed, first)                  # new weights: embedded again
+    features_of_split(loaded, "novel")
+    assert calls == [1, 1] and len(_feature_entries(private_cache)) == 3
+    for entry in _feature_entries(private_cache):                             # damage every entry
+        for f in entry.glob("*.npy"):
+            f.write_bytes(f.read_bytes()[:40])
+    assert np.array_equal(features_of_split(load_run(run.path), "test").features, first) and len(calls) == 3
+
+
+def test_feature_cache_keeps_to_its_size_and_can_be_off(run, private_cache, monkeypatch):
+    loaded = load_run(run.path)
+    monkeypatch.setenv("NCLAB_FEATURE_CACHE_GB", "0")
+    features_of_split(loaded, "test")
+    assert _feature_entries(private_cache) == []
+    # room for the larger entry (novel: 40 x 8 float32) but not for both: the least recently used goes
+    monkeypatch.setenv("NCLAB_FEATURE_CACHE_GB", str(2000 / 2**30))
+    features_of_split(loaded, "test")
+    (test_entry,) = _feature_entries(private_cache)
+    features_of_split(loaded, "novel")
+    (novel_entry,) = _feature_entries(private_cache)
+    assert novel_entry != test_entry and not test_entry.exists()
+    for bad in ("-1", "lots", "nan"):
+        monkeypatch.setenv("NCLAB_FEATURE_CACHE_GB", bad)
+        with pytest.raises(NclabError, match="NCLAB_FEATURE_CACHE_GB") as e:
+            features_of_split(loaded, "test")
+        assert "\n" not in str(e.value)

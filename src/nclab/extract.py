@@ -4,9 +4,12 @@ exactly the run's preprocessing (size, channels, normalisation, ink convention).
 from __future__ import annotations
 
 import copy
+import functools
+import hashlib
+import math
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -16,6 +19,7 @@ import torch
 from nclab.atomic import check_target
 from nclab.config import EVAL_BATCH_SIZE, RunConfig
 from nclab.data.base import SPLITS, ImageSet
+from nclab.data.cached import cached_arrays
 from nclab.data.loader import eval_batches
 from nclab.data.prepare import PreparedData, prepare_data
 from nclab.data.transforms import Preprocess
@@ -199,12 +203,66 @@ def classifier_weights(model: Classifier) -> tuple[np.ndarray, np.ndarray]:
     return W, (np.zeros(len(W), np.float32) if b is None else b.detach().float().cpu().numpy())
 
 
+FEATURE_CACHE_GB = 4.0
+
+
+def feature_cache_limit() -> int:
+    """Bytes the cache of split features may hold: ``NCLAB_FEATURE_CACHE_GB`` (GiB, default
+    FEATURE_CACHE_GB; 0 turns the cache off)."""
+    raw = os.environ.get("NCLAB_FEATURE_CACHE_GB")
+    if raw is None:
+        return int(FEATURE_CACHE_GB * 2**30)
+    try:
+        gb = float(raw)
+    except ValueError:
+        gb = math.nan
+    if not (math.isfinite(gb) and gb >= 0):
+        raise NclabError(f"NCLAB_FEATURE_CACHE_GB={raw!r}: expected a size in GiB >= 0 (0: no feature cache)")
+    return int(gb * 2**30)
+
+
+@functools.lru_cache(maxsize=1)
+def _code_digest() -> str:
+    """sha256 of the source that turns images into features (networks, preprocessing, embedding)."""
+    import nclab.data.loader
+    import nclab.data.transforms
+    import nclab.models
+    files = sorted(Path(nclab.models.__file__).parent.glob("*.py"))
+    files += [Path(__file__), Path(nclab.data.transforms.__file__), Path(nclab.data.loader.__file__)]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 of a network's state (names, dtypes, shapes and bytes of every tensor)."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def features_of_split(loaded: LoadedRun, split: str, tta: str = "none") -> FeatureSet:
     """Features of the run's ``split``; ``tta``: none | flip (see :func:`embed`; flip only on
-    data that allows horizontal flips)."""
+    data that allows horizontal flips). Cached on disk (nclab's cache folder, ``features``;
+    :func:`feature_cache_limit`), keyed by everything they depend on: the network's weights and
+    config, the dataset's fingerprint, the split, tta, the embedding batch, device and dtype, the
+    torch version and the source of the code that embeds; so a run evaluated again (other heads,
+    ways, --power, or as the reference of a paired comparison) is not embedded again."""
     check_tta(tta, loaded.flip_allowed, f"{loaded.run.path}: ")
     images = split_images(loaded, split)
-    F = embed(loaded.model, images.images, loaded.preprocess, loaded.config.trainer.eval_batch_size, tta)
+    batch = loaded.config.trainer.eval_batch_size
+    p = next(loaded.model.parameters())
+    key = {"weights": weights_digest(loaded.model), "model": asdict(loaded.config.model), "code": _code_digest(),
+           "torch": torch.__version__, "data": loaded.data.fingerprint, "split": split, "n": len(images.labels),
+           "tta": tta, "batch": batch, "device": p.device.type, "dtype": str(p.dtype),
+           "preprocess": loaded.preprocess.to_dict()}
+    F = cached_arrays("features", key, lambda: {"features": embed(loaded.model, images.images, loaded.preprocess,
+                                                                  batch, tta)},
+                      limit_bytes=feature_cache_limit())["features"]
     W = b = None
     if split in ("train", "test"):
         W, b = classifier_weights(loaded.model)

@@ -11,6 +11,7 @@ unwritable cache folder only costs speed (a warning), never the load.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -78,19 +79,45 @@ def _write_entry(path: Path, arrays: dict[str, np.ndarray]) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def cached_arrays(kind: str, params: dict, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """The arrays ``build()`` returns, read from the cache when an entry for ``params`` exists."""
+def cached_arrays(kind: str, params: dict, build: Callable[[], dict[str, np.ndarray]],
+                  limit_bytes: int | None = None) -> dict[str, np.ndarray]:
+    """The arrays ``build()`` returns, read from the cache when an entry for ``params`` exists.
+    ``limit_bytes``: the entries of ``kind`` may hold at most this much; the least recently used
+    ones go first (0: nothing is cached; None: no limit)."""
     path = cache_path(kind, params)
     if path.is_dir():
         arrays = _read_entry(path)
         if arrays is not None:
+            with contextlib.suppress(OSError):
+                os.utime(path)                          # recently used
             return arrays
     arrays = build()
+    if limit_bytes == 0:
+        return arrays
     try:
         _write_entry(path, arrays)
+        if limit_bytes is not None:
+            _evict(path.parent, limit_bytes, keep=path)
     except OSError as e:
         warnings.warn(f"could not cache {kind} arrays in {path.parent}: {e}", stacklevel=2)
     return arrays
+
+
+def _entry_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.glob("*.npy"))
+
+
+def _evict(folder: Path, limit_bytes: int, keep: Path) -> None:
+    """Remove the least recently used entries of ``folder`` (not ``keep``, nor folders being
+    written) until the rest hold at most ``limit_bytes``."""
+    entries = [(d.stat().st_mtime, _entry_bytes(d), d) for d in folder.iterdir()
+               if d.is_dir() and d != keep and not d.name.startswith(".")]
+    total = _entry_bytes(keep) + sum(size for _, size, _ in entries)
+    for _, size, d in sorted(entries):
+        if total <= limit_bytes:
+            break
+        shutil.rmtree(d, ignore_errors=True)
+        total -= size
 
 
 def json_array(obj) -> np.ndarray:
