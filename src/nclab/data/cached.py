@@ -1,5 +1,7 @@
-"""Disk cache of decoded / resized dataset arrays, keyed by the reader's parameters and the
-identity (path, size, mtime) of its source files.
+"""Disk cache of arrays: decoded / resized datasets, keyed by the reader's parameters and the
+identity (path, size, mtime) of its source files, and the features of a run's splits
+(:func:`nclab.extract.features_of_split`, keyed by the network's weights and what else they depend
+on; bounded in size, least recently used first).
 
 A cache entry is a folder of ``.npy`` files (one per array) under
 ``cache_dir()/datasets/<kind>/<key>/``, written to a temporary folder and renamed into place:
