@@ -19,8 +19,9 @@ what PyTorch's CPU options give. One command, six sections per case:
    forward + backward + SGD; channels_last, bf16 where native) at the case's side and 4, 8 and
    12 px less, relative to the full side: what progressive resizing saves per image.
 6. ``threads``: the same step in fresh processes (OpenMP reads its settings once, at start-up):
-   2 threads with OMP_WAIT_POLICY=ACTIVE (spinning waits, libgomp's default), 2 threads PASSIVE
-   (what importing nclab sets), 1 thread; interleaved repeats, medians.
+   2 threads with libgomp's default wait policy (spin briefly, then sleep; what nclab leaves),
+   ACTIVE (spinning waits), PASSIVE (sleeping waits; what importing nclab set before stop 36),
+   1 thread; interleaved repeats, medians.
 
 The load average goes with every figure: other processes on the same cores change them, and
 change them differently for each thread setting.
@@ -48,7 +49,6 @@ from pathlib import Path
 import subprocess
 import sys
 
-import nclab  # noqa: F401  (before torch: sets OMP_WAIT_POLICY=PASSIVE, as in the nclab command)
 import torch
 
 from nclab.config import load_config
@@ -382,12 +382,14 @@ def child(case: str, steps: int, cl: bool) -> None:
 
 
 def threads_section(case: str, steps: int, repeats: int, cl: bool) -> None:
-    settings = {"2 threads, OMP_WAIT_POLICY=ACTIVE": ("ACTIVE", 2), "2 threads, PASSIVE": ("PASSIVE", 2),
-                "1 thread": ("PASSIVE", 1)}
+    settings = {"2 threads, libgomp's default": (None, 2), "2 threads, OMP_WAIT_POLICY=ACTIVE": ("ACTIVE", 2),
+                "2 threads, PASSIVE": ("PASSIVE", 2), "1 thread": (None, 1)}
 
     def rate(name: str) -> float:
         policy, n = settings[name]
-        env = {**os.environ, "OMP_WAIT_POLICY": policy, "OMP_NUM_THREADS": str(n)}
+        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | {"OMP_NUM_THREADS": str(n)}
+        if policy is not None:
+            env["OMP_WAIT_POLICY"] = policy
         out = subprocess.run([sys.executable, __file__, "--child", case, str(steps), str(int(cl))], env=env,
                              capture_output=True, text=True, check=True).stdout
         return float(out.split()[-1])

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_throughput as bt  # noqa: E402  (sets OMP_WAIT_POLICY through nclab before torch)
+import bench_throughput as bt  # noqa: E402
 import torch  # noqa: E402
 
 from lightning_fabric import Fabric  # noqa: E402

@@ -7,16 +7,12 @@ Python entry points (imported lazily):
 - ``nclab.geometric_complexity(f, x, probes=None, ...)``: geometric complexity of a map.
 """
 
-import os
-
 __version__ = "0.1.0"
 
-# OpenMP threads that sleep instead of spinning while they wait: on a CPU shared with other
-# processes (more runnable threads than cores) spinning threads burn the cycles their siblings
-# need, and a 2-thread conv4 step ran ~4x slower than with passive waiting (BENCHMARKS.md,
-# "Training throughput"). Read by libgomp when torch is first imported, so it only takes effect
-# when nclab is imported before torch (as in the nclab command); an explicit setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP's wait policy is left to the user (libgomp's default: a waiting thread spins briefly,
+# then sleeps). Until stop 36 nclab set OMP_WAIT_POLICY=PASSIVE, which helped 2-thread steps on
+# cores shared with other jobs but cost the omniglot recipe 19% of its steps/s on idle cores
+# (BENCHMARKS.md, "OpenMP wait policy"); on shared cores trainer.threads=1 is the remedy.
 
 
 def __getattr__(name):
