@@ -8,11 +8,7 @@ set -euo pipefail
 RUN=${1:?usage: shared_cores.sh RUN [CONFIG] [OUT_DIR]}
 CONFIG=${2:-configs/omniglot.yaml}
 OUT=${3:-$(mktemp -d)}
-steps() {   # the last step count of the tqdm bar in a log
-    python3 -c "import re, sys; m = re.findall(r'(\d+)/\d+ \[', open(sys.argv[1], errors='ignore').read()); print(m[-1] if m else 0)" "$1"
-}
-rate() { python3 -c "import sys; a, b, t0, t1 = map(float, sys.argv[1:]); print(f'{(b - a) / (t1 - t0):.2f}')" "$@"; }
-secs() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.0f}')" "$@"; }
+. "$(dirname "$0")/steps.sh"
 for TH in default 1; do
     extra=(); [ "$TH" != default ] && extra=("trainer.threads=$TH")
     nclab train "$CONFIG" train.epochs=3 "${extra[@]}" --out "$OUT/train_$TH" > "$OUT/train_$TH.log" 2>&1 &

@@ -183,18 +183,16 @@ def test_fewshot_power_probes_powered_features_centred_on_their_own_mean(tmp_pat
     data = prepare_data(cfg.data)
     subsets = {s: probe_subset(data.splits[s], s, cfg.probes) for s in cfg.probes.splits}
 
-    def powered(s):
-        h = embed(L.model, data.splits[s].images[subsets[s][0]], L.preprocess).astype(np.float64)
-        return np.sign(h) * np.abs(h) ** 0.5
-    train = powered("train")
-    raw_mean = (np.sign(train) * np.abs(train) ** 2).mean(0)
+    raw = {s: embed(L.model, data.splits[s].images[subsets[s][0]], L.preprocess).astype(np.float64)
+           for s in ("train", "val", "novel")}
+    powered = {s: np.sign(h) * np.abs(h) ** 0.5 for s, h in raw.items()}
     differs = False
     for s in ("val", "novel"):
         def report(mean):
-            return fewshot_report(powered(s), subsets[s][1], way=2, shot=(1, 2), query=3, episodes=EPISODES,
+            return fewshot_report(powered[s], subsets[s][1], way=2, shot=(1, 2), query=3, episodes=EPISODES,
                                   heads=("ncc", "ridge"), transform="center+l2", base_mean=mean,
                                   episode_sets=load_episodes(run.path / "probes" / f"episodes-{s}.npz")).rows
-        for row, other in zip(report(train.mean(0)), report(raw_mean)):
+        for row, other in zip(report(powered["train"].mean(0)), report(raw["train"].mean(0))):
             assert last[f"{s}/fewshot/2w{row['shot']}s/{row['head']}"] == pytest.approx(row["mean"], rel=1e-12)
             differs |= other["mean"] != row["mean"]
     assert differs                                   # centring on the raw train mean would have been caught

@@ -257,8 +257,7 @@ def features_of_split(loaded: LoadedRun, split: str, tta: str = "none") -> Featu
     batch = loaded.config.trainer.eval_batch_size
     p = next(loaded.model.parameters())
     key = {"weights": weights_digest(loaded.model), "model": asdict(loaded.config.model), "code": _code_digest(),
-           "torch": torch.__version__, "data": loaded.data.fingerprint, "split": split, "n": len(images.labels),
-           "tta": tta, "batch": batch, "device": p.device.type, "dtype": str(p.dtype),
+           "torch": torch.__version__, "data": loaded.data.fingerprint, "split": split, "tta": tta, "batch": batch, "device": p.device.type, "dtype": str(p.dtype),
            "preprocess": loaded.preprocess.to_dict()}
     F = cached_arrays("features", key, lambda: {"features": embed(loaded.model, images.images, loaded.preprocess,
                                                                   batch, tta)},

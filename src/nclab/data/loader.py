@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from nclab.config import DataConfig, check_batch_per_class
+from nclab.config import DataConfig, check_batch_per_class, check_range
 from nclab.data.transforms import Augment, Preprocess
 from nclab.errors import NclabError
 
@@ -122,9 +122,8 @@ def augment_from_config(cfg: DataConfig, flip: bool) -> Augment | None:
     ratio = _pair("data.crop_ratio", cfg.crop_ratio)
     if not 0 < ratio[0] <= ratio[1]:
         raise NclabError(f"data.crop_ratio={cfg.crop_ratio}: expected [lo, hi] with 0 < lo <= hi (width / height)")
-    for key, value, top in (("rotate", cfg.rotate, 180), ("shear", cfg.shear, 60)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= top:
-            raise NclabError(f"data.{key}={value!r}: expected an angle in degrees in [0, {top}] (0: off)")
+    check_range("data.rotate", cfg.rotate, 0, 180)          # degrees; 0: off
+    check_range("data.shear", cfg.shear, 0, 60)
     zoom = None
     if cfg.zoom is not None:
         zoom = _pair("data.zoom", cfg.zoom)
