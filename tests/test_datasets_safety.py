@@ -168,6 +168,21 @@ def test_links_refused_good_archive_extracted_corrupt_leaves_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith((".o2", "o2"))) == []
 
 
+def test_a_changed_archive_replaces_its_old_extraction(tmp_path, private_cache):
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    _tar(tmp_path / "a" / "d.tar.gz", [("f.txt", b"one", None)])
+    _tar(tmp_path / "b" / "d.tar.gz", [("f.txt", b"other", None)])   # same name, another file
+    first, other = resolve_root(tmp_path / "a" / "d.tar.gz"), resolve_root(tmp_path / "b" / "d.tar.gz")
+    assert first != other and (other / "f.txt").read_bytes() == b"other"
+    _tar(tmp_path / "a" / "d.tar.gz", [("f.txt", b"second", None)])  # a re-download: new size / mtime
+    os.utime(tmp_path / "a" / "d.tar.gz", ns=(1, 1))
+    second = resolve_root(tmp_path / "a" / "d.tar.gz")
+    assert second != first and (second / "f.txt").read_bytes() == b"second"
+    assert not first.exists()                                    # the stale extraction is gone
+    assert (other / "f.txt").read_bytes() == b"other"            # another archive's is kept
+    assert sorted(p.name for p in second.parent.iterdir()) == sorted([second.name, other.name])
+
+
 # --- area resize -------------------------------------------------------------------------------
 
 def test_area_matrix_rows_are_coverage_fractions():

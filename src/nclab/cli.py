@@ -402,6 +402,25 @@ def _cmd_report(args) -> int:
     return report_command(args)
 
 
+# --- cache -------------------------------------------------------------------------------------
+
+def _parser_cache(sub) -> None:
+    p = sub.add_parser("cache", help="what nclab's cache folder holds (datasets, archives, features); clear it",
+                       description="`nclab cache`: the areas of the cache folder ($NCLAB_CACHE_DIR or the user "
+                                   "cache folder) with their entries, size and last use. `nclab cache clear AREA "
+                                   "...` (or --all) removes areas; their entries are rebuilt on the next use.")
+    p.add_argument("cache_command", nargs="?", choices=("show", "clear"), default="show")
+    p.add_argument("areas", nargs="*", metavar="AREA", help="with clear: areas to remove (e.g. datasets/features)")
+    p.add_argument("--all", action="store_true", help="with clear: remove every area")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(handler=_cmd_cache)
+
+
+def _cmd_cache(args) -> int:
+    from nclab.commands.cache import cache_command
+    return cache_command(args)
+
+
 # --- entry point -------------------------------------------------------------------------------
 
 class _Parser(argparse.ArgumentParser):
@@ -421,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for add in (_parser_quickstart, _parser_train, _parser_features, _parser_data, _parser_measure,
                 _parser_fewshot, _parser_evaluate, _parser_gc, _parser_experiment, _parser_sweep, _parser_ufm,
-                _parser_report):
+                _parser_report, _parser_cache):
         add(sub)
     return parser
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
-import math
 import os
 import sys
 from dataclasses import asdict, dataclass
@@ -19,7 +18,7 @@ import torch
 from nclab.atomic import check_target
 from nclab.config import EVAL_BATCH_SIZE, RunConfig
 from nclab.data.base import SPLITS, ImageSet
-from nclab.data.cached import cached_arrays
+from nclab.data.cached import cache_limit, cached_arrays
 from nclab.data.loader import eval_batches
 from nclab.data.prepare import PreparedData, prepare_data
 from nclab.data.transforms import Preprocess
@@ -209,16 +208,7 @@ FEATURE_CACHE_GB = 4.0
 def feature_cache_limit() -> int:
     """Bytes the cache of split features may hold: ``NCLAB_FEATURE_CACHE_GB`` (GiB, default
     FEATURE_CACHE_GB; 0 turns the cache off)."""
-    raw = os.environ.get("NCLAB_FEATURE_CACHE_GB")
-    if raw is None:
-        return int(FEATURE_CACHE_GB * 2**30)
-    try:
-        gb = float(raw)
-    except ValueError:
-        gb = math.nan
-    if not (math.isfinite(gb) and gb >= 0):
-        raise NclabError(f"NCLAB_FEATURE_CACHE_GB={raw!r}: expected a size in GiB >= 0 (0: no feature cache)")
-    return int(gb * 2**30)
+    return cache_limit("NCLAB_FEATURE_CACHE_GB", FEATURE_CACHE_GB, "no feature cache")
 
 
 @functools.lru_cache(maxsize=1)

@@ -8,6 +8,7 @@ renamed onto the target only when complete, so a corrupt archive leaves nothing 
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import shutil
@@ -79,12 +80,21 @@ def extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
 
 
 def extracted(archive: str | os.PathLike) -> Path:
-    """The cached extraction of ``archive`` (extracted on first use, keyed by path/size/mtime)."""
+    """The cached extraction of ``archive`` (extracted on first use, keyed by path/size/mtime).
+    A new extraction replaces the ones of earlier versions of the same file (another size or
+    mtime: a re-download), which would otherwise stay in the cache for good."""
     archive = Path(archive).resolve()
     st = archive.stat()
-    key = hashlib.sha256(f"{archive}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:16]
-    dest = cache_dir() / "extracted" / f"{archive.name}-{key}"
-    return dest if dest.is_dir() else extract(archive, dest)
+    at = hashlib.sha256(str(archive).encode()).hexdigest()[:8]
+    version = hashlib.sha256(f"{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:12]
+    dest = cache_dir() / "extracted" / f"{archive.name}-{at}-{version}"
+    if dest.is_dir():
+        return dest
+    extract(archive, dest)
+    for old in dest.parent.glob(f"{glob.escape(archive.name)}-{at}-*"):
+        if old != dest and old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+    return dest
 
 
 def resolve_root(root: str | os.PathLike) -> Path:

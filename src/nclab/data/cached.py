@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import warnings
@@ -26,8 +27,32 @@ import numpy as np
 
 from nclab.atomic import make_temp_dir, publish_dir
 from nclab.data.cache import cache_dir
+from nclab.errors import NclabError
 
 CACHE_VERSION = 1
+DATASET_CACHE_GB = 32.0
+
+
+def cache_limit(env: str, default_gb: float, off: str) -> int:
+    """Bytes from the environment variable ``env`` (GiB, default ``default_gb``; 0: ``off``)."""
+    raw = os.environ.get(env)
+    if raw is None:
+        return int(default_gb * 2**30)
+    try:
+        gb = float(raw)
+    except ValueError:
+        gb = math.nan
+    if not (math.isfinite(gb) and gb >= 0):
+        raise NclabError(f"{env}={raw!r}: expected a size in GiB >= 0 (0: {off})")
+    return int(gb * 2**30)
+
+
+def dataset_cache_limit() -> int:
+    """Bytes the decoded datasets of one kind (``datasets/<kind>``) may hold:
+    ``NCLAB_DATASET_CACHE_GB`` (GiB, default DATASET_CACHE_GB; 0: decode on every load). Entries
+    are keyed by the size and mtime of their source files, so a dataset copied or downloaded again
+    leaves its old entry behind: the bound lets the least recently used go."""
+    return cache_limit("NCLAB_DATASET_CACHE_GB", DATASET_CACHE_GB, "decode datasets on every load")
 
 
 def file_signature(paths: Iterable[str | os.PathLike]) -> list[list]:
@@ -85,7 +110,9 @@ def cached_arrays(kind: str, params: dict, build: Callable[[], dict[str, np.ndar
                   limit_bytes: int | None = None) -> dict[str, np.ndarray]:
     """The arrays ``build()`` returns, read from the cache when an entry for ``params`` exists.
     ``limit_bytes``: the entries of ``kind`` may hold at most this much; the least recently used
-    ones go first (0: nothing is cached; None: no limit)."""
+    ones go first (0: nothing is cached; None: :func:`dataset_cache_limit`)."""
+    if limit_bytes is None:
+        limit_bytes = dataset_cache_limit()
     path = cache_path(kind, params)
     if path.is_dir():
         arrays = _read_entry(path)
@@ -98,8 +125,7 @@ def cached_arrays(kind: str, params: dict, build: Callable[[], dict[str, np.ndar
         return arrays
     try:
         _write_entry(path, arrays)
-        if limit_bytes is not None:
-            _evict(path.parent, limit_bytes, keep=path)
+        _evict(path.parent, limit_bytes, keep=path)
     except OSError as e:
         warnings.warn(f"could not cache {kind} arrays in {path.parent}: {e}", stacklevel=2)
     return arrays
