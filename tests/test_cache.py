@@ -100,7 +100,7 @@ def test_clear_removes_only_the_named_areas_which_are_rebuilt(tmp_path, private_
     assert _cache_json(capsys)["areas"] == [] and list((private_cache / "datasets").iterdir()) == []
 
 
-def test_clear_refuses_unknown_areas_and_missing_names_removing_nothing(tmp_path, private_cache, capsys):
+def test_clear_refuses_unknown_areas_and_missing_names_removing_nothing(tmp_path, private_cache, capsys, monkeypatch):
     _fill(tmp_path, [])
     before = _cache_json(capsys)
     for argv, needle in [(["cache", "clear", "extracted", "datasets/nope"],
@@ -113,7 +113,7 @@ def test_clear_refuses_unknown_areas_and_missing_names_removing_nothing(tmp_path
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and needle in err, err
     assert _cache_json(capsys) == before
-    os.environ["NCLAB_CACHE_DIR"] = str(tmp_path / "elsewhere")       # private_cache's monkeypatch restores it
+    monkeypatch.setenv("NCLAB_CACHE_DIR", str(tmp_path / "elsewhere"))    # a cache folder not made yet
     capsys.readouterr()
     assert main(["cache", "clear", "extracted"]) == 2
     assert "expected one of none: the cache is empty" in capsys.readouterr().err
