@@ -96,7 +96,9 @@ def test_clear_removes_only_the_named_areas_which_are_rebuilt(tmp_path, private_
     assert builds == [0, 1, 0, 1] and again["x"].tolist() == [1]       # rebuilt; the other area still served
     assert kept["x"].shape == (100, 7) and (kept["x"] == 0).all()
     assert (resolve_root(tmp_path / "d.tar") / "top" / "f.txt").read_bytes() == b"x" * 5000
-    assert main(["cache", "clear", "--all"]) == 0
+    listed = _cache_json(capsys)["areas"]
+    assert main(["cache", "clear", "--all", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"cache_dir": str(private_cache), "removed": listed}
     assert _cache_json(capsys)["areas"] == [] and list((private_cache / "datasets").iterdir()) == []
 
 

@@ -146,6 +146,17 @@ def test_npz_png_and_zip_layouts_agree(tmp_path):
     tv = load_dataset(DataConfig(name="omniglot", root=str(tmp_path / "npz"), split="vinyals-trainval"))
     assert tv.class_names == ds.class_names and np.array_equal(tv.images, ds.images)
     assert {k: v.tolist() for k, v in tv.class_splits.items()} == {"source": [0, 1, 2], "val": [], "novel": [3, 4]}
+    mir = load_dataset(DataConfig(name="omniglot", root=str(tmp_path / "npz"), split="vinyals-trainval-mirror"))
+    assert mir.class_names == ["Alpha/character01/rot000", "Alpha/character01/rot000/mirror",
+                               "Alpha/character01/rot090", "Alpha/character01/rot090/mirror",
+                               "Beta_(x)/character02/rot180", "Beta_(x)/character02/rot180/mirror",
+                               "Gamma/character01/rot270", "Gamma/character02/rot000"]
+    assert {k: v.tolist() for k, v in mir.class_splits.items()} == {"source": [0, 1, 2, 3, 4, 5], "val": [],
+                                                                     "novel": [6, 7]}
+    assert mir.groups == ["Alpha"] * 4 + ["Beta_(x)"] * 2 + ["Gamma"] * 2
+    for c, name in enumerate(mir.class_names):                  # each class: its vinyals class, mirrored or not
+        orig = tv.images[tv.labels == tv.class_names.index(name.removesuffix("/mirror"))]
+        assert np.array_equal(mir.images[mir.labels == c], orig[:, :, ::-1] if name.endswith("/mirror") else orig)
     # class 3 = evaluation character 1 (global id 6) rotated 270 degrees counter-clockwise
     ink = np.where(arrays["evaluation"][0], 0.0, 255.0)
     for d in range(20):

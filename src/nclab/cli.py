@@ -412,7 +412,7 @@ def _parser_cache(sub) -> None:
     p.add_argument("cache_command", nargs="?", choices=("show", "clear"), default="show")
     p.add_argument("areas", nargs="*", metavar="AREA", help="with clear: areas to remove (e.g. datasets/features)")
     p.add_argument("--all", action="store_true", help="with clear: remove every area")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table (with clear: the areas removed)")
     p.set_defaults(handler=_cmd_cache)
 
 

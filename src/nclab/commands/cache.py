@@ -34,11 +34,18 @@ def format_areas(areas: list[CacheArea]) -> str:
     return "\n".join([head, *rows])
 
 
+def _as_dict(a: CacheArea) -> dict:
+    return {"name": a.name, "path": str(a.path), "entries": a.entries, "bytes": a.bytes, "last_used": a.last_used}
+
+
 def cache_command(args) -> int:
     if args.cache_command == "clear":
         if bool(args.areas) == bool(args.all):
             raise NclabError("nclab cache clear: name the areas to remove (see `nclab cache`) or give --all")
         removed = clear_cache(None if args.all else args.areas)
+        if args.json:
+            print(json.dumps({"cache_dir": str(cache_dir()), "removed": [_as_dict(a) for a in removed]}, indent=2))
+            return 0
         for a in removed:
             print(f"removed {a.name} ({a.entries} entries, {human_bytes(a.bytes)})")
         if not removed:
@@ -48,9 +55,7 @@ def cache_command(args) -> int:
         raise NclabError("nclab cache: areas and --all go with `nclab cache clear`")
     areas = cache_areas()
     if args.json:
-        print(json.dumps({"cache_dir": str(cache_dir()),
-                          "areas": [{"name": a.name, "path": str(a.path), "entries": a.entries, "bytes": a.bytes,
-                                     "last_used": a.last_used} for a in areas]}, indent=2))
+        print(json.dumps({"cache_dir": str(cache_dir()), "areas": [_as_dict(a) for a in areas]}, indent=2))
     else:
         print(format_areas(areas))
     return 0

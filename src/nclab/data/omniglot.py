@@ -23,6 +23,10 @@ give the same dataset. Class splits (``data.split``):
   both train and val.
 - ``vinyals-trainval``: the same, with the train and val characters both source (1,200 x 4
   classes, as Prototypical Networks trained for their Omniglot results) and val empty.
+- ``vinyals-trainval-mirror``: ``vinyals-trainval`` with each source class's mirror image (the
+  rotated characters flipped left-right, ``.../rotDDD/mirror``) as one more source class: the 8
+  symmetries of the square, 1,200 x 8 = 9,600 source classes (rotations as classes, the habit of
+  the field, carried to reflections); novel is unchanged (423 x 4, not mirrored).
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from nclab.data.resize import resize_area
 from nclab.errors import NclabError
 
 SETS = ("background", "evaluation")
-SPLITS = ("background", "vinyals", "vinyals-trainval")
+SPLITS = ("background", "vinyals", "vinyals-trainval", "vinyals-trainval-mirror")
 NATIVE_SIZE = 105
 DEFAULT_SIZE = 28
 DRAWERS = 20
@@ -229,7 +233,7 @@ def _split_lines(path: Path) -> list[str]:
 _ROT = re.compile(r"^(.+/character\d+)/rot(000|090|180|270)$")
 
 
-def _vinyals(root: Path, images, labels, names, groups, trainval: bool = False) -> tuple:
+def _vinyals(root: Path, images, labels, names, groups, trainval: bool = False, mirror: bool = False) -> tuple:
     index = {n: i for i, n in enumerate(names)}
     order = np.argsort(labels, kind="stable")
     bounds = np.searchsorted(labels[order], np.arange(len(names) + 1))
@@ -247,10 +251,15 @@ def _vinyals(root: Path, images, labels, names, groups, trainval: bool = False) 
                 raise NclabError(f"{path}:{ln_no}: class {m.group(1)!r} is not in the Omniglot data at {root}")
             c = index[m.group(1)]
             idx = order[bounds[c]:bounds[c + 1]]
-            out_im.append(np.rot90(images[idx], k=int(m.group(2)) // 90, axes=(1, 2)))
-            out_lab.append(np.full(len(idx), len(out_names)))
-            out_names.append(line)
-            out_groups.append(groups[c])
+            rotated = np.rot90(images[idx], k=int(m.group(2)) // 90, axes=(1, 2))
+            views = [(rotated, line)]
+            if mirror and split == "source":
+                views.append((np.ascontiguousarray(rotated[:, :, ::-1]), f"{line}/mirror"))
+            for im, name in views:
+                out_im.append(im)
+                out_lab.append(np.full(len(idx), len(out_names)))
+                out_names.append(name)
+                out_groups.append(groups[c])
         splits[split] = np.concatenate([splits.get(split, np.arange(0)), np.arange(start, len(out_names))])
     splits.setdefault("val", np.arange(0))
     if len(set(out_names)) != len(out_names):
@@ -289,7 +298,8 @@ def read_omniglot(cfg: DataConfig) -> Dataset:
         checks["class_lists_complete"] = True
     else:
         images, labels, names, groups, class_splits = _vinyals(root, images, labels, names, groups,
-                                                               trainval=split == "vinyals-trainval")
+                                                               trainval=split.startswith("vinyals-trainval"),
+                                                               mirror=split.endswith("-mirror"))
         checks["class_lists_complete"] = True
         meta["rotations"] = "counter-clockwise, of the resized images"
     return Dataset(name="omniglot", images=images, labels=labels, class_names=names,
