@@ -254,7 +254,7 @@ def _vinyals(root: Path, images, labels, names, groups, trainval: bool = False, 
             rotated = np.rot90(images[idx], k=int(m.group(2)) // 90, axes=(1, 2))
             views = [(rotated, line)]
             if mirror and split == "source":
-                views.append((np.ascontiguousarray(rotated[:, :, ::-1]), f"{line}/mirror"))
+                views.append((rotated[:, :, ::-1], f"{line}/mirror"))   # np.concatenate below copies
             for im, name in views:
                 out_im.append(im)
                 out_lab.append(np.full(len(idx), len(out_names)))
