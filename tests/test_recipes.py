@@ -44,6 +44,9 @@ def test_omniglot_profiles_keep_the_optimiser_settings_they_were_measured_with()
     for profile, expected in measured.items():
         cfg = load_config(path, profile=profile)
         assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.train.epochs) == expected, profile
+        # quick15-epyc's numbers were measured with class-balanced batches + proto (stop 40), the others without
+        proto = (4, [{"proto": {"strength": 1}}]) if profile == "quick15-epyc" else (0, [])
+        assert (cfg.train.batch_per_class, cfg.train.regularizers) == proto, profile
     assert (load_config(path).optim.lr, load_config(path).optim.weight_decay) == measured["quick"][:2]
 
 
