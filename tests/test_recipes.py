@@ -38,15 +38,16 @@ def test_every_recipe_is_a_valid_config(path):
 def test_omniglot_profiles_keep_the_optimiser_settings_they_were_measured_with():
     # the body moved to lr 0.2 / weight decay 1e-3 (stop 35); --profile long's numbers are at 0.1 / 5e-4
     path = REPO / "configs" / "omniglot.yaml"
-    measured = {"quick": (0.2, 1e-3, 4), "quick15": (0.2, 1e-3, 7), "quick15-epyc": (0.2, 1e-3, 13),
-                "long": (0.1, 5e-4, 10), "paper": (0.2, 5e-4, 60)}
+    # (lr, weight decay, epochs, batch_per_class, regularizers); quick15-epyc's numbers are with proto (stop 40)
+    plain = (0, [])
+    measured = {"quick": (0.2, 1e-3, 4, *plain), "quick15": (0.2, 1e-3, 7, *plain),
+                "quick15-epyc": (0.2, 1e-3, 13, 4, [{"proto": {"strength": 1}}]),
+                "long": (0.1, 5e-4, 10, *plain), "paper": (0.2, 5e-4, 60, *plain)}
     assert set(config_profiles(path)) == set(measured)
     for profile, expected in measured.items():
         cfg = load_config(path, profile=profile)
-        assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.train.epochs) == expected, profile
-        # quick15-epyc's numbers were measured with class-balanced batches + proto (stop 40), the others without
-        proto = (4, [{"proto": {"strength": 1}}]) if profile == "quick15-epyc" else (0, [])
-        assert (cfg.train.batch_per_class, cfg.train.regularizers) == proto, profile
+        t = cfg.train
+        assert (cfg.optim.lr, cfg.optim.weight_decay, t.epochs, t.batch_per_class, t.regularizers) == expected, profile
     assert (load_config(path).optim.lr, load_config(path).optim.weight_decay) == measured["quick"][:2]
 
 
